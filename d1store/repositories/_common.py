@@ -1,0 +1,169 @@
+"""Helpers shared by the repositories: row mapping, size checks, metadata rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from d1store.encoding import check_id, check_metadata, dump_json, parse_timestamp
+from d1store.errors import RowTooLargeError, ValidationError
+from d1store.models import Message, Resource, Thread
+from d1store.schema import ENTITY_TYPES
+from d1store.session import Batch, Unit
+from d1store.statements import ENTRY_COLUMNS
+
+__all__ = [
+    "Repository",
+    "add_entries",
+    "check_row_size",
+    "entity_type_of",
+    "id_of",
+    "merge_entries",
+    "message_from_row",
+    "metadata_of",
+    "resource_from_row",
+    "thread_from_row",
+]
+
+
+class Repository:
+    """Base of the repositories: holds the unit of work that runs the calls."""
+
+    def __init__(self, unit: Unit) -> None:
+        self._unit = unit
+        self._queries = unit.queries
+        self._max_row_bytes = unit.backend.limits.max_row_bytes
+
+
+def id_of(field: str, value: object) -> str:
+    """Return a valid id or raise :class:`ValidationError` naming ``field``."""
+    try:
+        return check_id(field, value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def metadata_of(field: str, value: object) -> dict[str, Any]:
+    """Return validated metadata or raise :class:`ValidationError`."""
+    try:
+        return check_metadata(field, value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def entity_type_of(entity_type: object) -> str:
+    """Return ``entity_type`` if it carries metadata, else raise."""
+    if entity_type not in ENTITY_TYPES:
+        raise ValidationError(f"invalid entity_type {entity_type!r}: use 'thread', 'message' or 'resource'")
+    return str(entity_type)
+
+
+def check_row_size(limit: int, entity_id: str, values: Mapping[str, str | None]) -> None:
+    """Raise :class:`RowTooLargeError` if a row's UTF-8 size exceeds ``limit``."""
+    characters = sum(len(value) for value in values.values() if value is not None)
+    # A character is at most 4 bytes in UTF-8, so most rows need no encoding.
+    if characters * 4 <= limit:
+        return
+    sizes = {name: len(value.encode()) for name, value in values.items() if value is not None}
+    total = sum(sizes.values())
+    if total > limit:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise RowTooLargeError(entity_id, largest, total, limit)
+
+
+def _metadata_from_json(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    pairs = json.loads(text)
+    return {key: json.loads(value) for key, value in sorted(pairs)}
+
+
+def thread_from_row(row: tuple[Any, ...]) -> Thread:
+    """Build a :class:`Thread` from a row of ``Queries.thread_*`` statements."""
+    return Thread.model_construct(
+        id=row[0],
+        resource_id=row[1],
+        title=row[2],
+        created_at=parse_timestamp(row[3]),
+        updated_at=parse_timestamp(row[4]),
+        metadata=_metadata_from_json(row[5]),
+    )
+
+
+def message_from_row(row: tuple[Any, ...]) -> Message:
+    """Build a :class:`Message` from a row of ``Queries.message_*`` statements."""
+    return Message.model_construct(
+        id=row[0],
+        thread_id=row[1],
+        resource_id=row[2],
+        role=row[3],
+        type=row[4],
+        content=json.loads(row[5]),
+        created_at=parse_timestamp(row[6]),
+        metadata=_metadata_from_json(row[7]),
+    )
+
+
+def resource_from_row(row: tuple[Any, ...]) -> Resource:
+    """Build a :class:`Resource` from a row of ``Queries.resource_*`` statements."""
+    return Resource.model_construct(
+        id=row[0],
+        working_memory=row[1],
+        created_at=parse_timestamp(row[2]),
+        updated_at=parse_timestamp(row[3]),
+        metadata=_metadata_from_json(row[4]),
+    )
+
+
+def entry_rows(
+    limit: int, entity_type: str, entity_id: str, metadata: Mapping[str, Any]
+) -> list[tuple[str, str, str, str]]:
+    """Return one metadata row per key, each checked against the row limit."""
+    rows = []
+    for key, value in metadata.items():
+        row = (entity_type, entity_id, key, dump_json(value))
+        check_row_size(limit, f"{entity_id} metadata {key!r}", dict(zip(ENTRY_COLUMNS, row, strict=True)))
+        rows.append(row)
+    return rows
+
+
+def add_entries(batch: Batch, rows: list[tuple[str, str, str, str]]) -> None:
+    """Insert or replace metadata rows, split to fit the parameter limit."""
+    queries = batch.unit.queries
+    size = queries.chunk_size(len(ENTRY_COLUMNS))
+    for start in range(0, len(rows), size):
+        chunk = rows[start : start + size]
+        batch.add(queries.entries_upsert(len(chunk)).bind_flat(_flatten(chunk)))
+
+
+def delete_entries(batch: Batch, entity_type: str, ids: Iterable[str]) -> list[int]:
+    """Delete every metadata row of the given entities; return statement positions."""
+    queries = batch.unit.queries
+    unique = list(dict.fromkeys(ids))
+    size = queries.chunk_size(1) - 1
+    positions = []
+    for start in range(0, len(unique), size):
+        chunk = unique[start : start + size]
+        statement = queries.entries_delete_entities(len(chunk)).bind_flat((entity_type, *chunk))
+        positions.append(batch.add(statement))
+    return positions
+
+
+def merge_entries(
+    batch: Batch, limit: int, entity_type: str, entity_id: str, values: Mapping[str, Any]
+) -> None:
+    """Set the keys of ``values`` and remove the keys whose value is ``None``."""
+    queries = batch.unit.queries
+    removed = [key for key, value in values.items() if value is None]
+    kept = {key: value for key, value in values.items() if value is not None}
+    add_entries(batch, entry_rows(limit, entity_type, entity_id, kept))
+    size = queries.chunk_size(1) - 2
+    for start in range(0, len(removed), size):
+        chunk = removed[start : start + size]
+        statement = queries.entries_delete_keys(len(chunk)).bind_flat((entity_type, entity_id, *chunk))
+        batch.add(statement)
+
+
+def _flatten(rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+    return [value for row in rows for value in row]

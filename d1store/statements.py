@@ -1,0 +1,535 @@
+"""SQL statements of the repositories, built with SQLAlchemy Core.
+
+Each statement is built once per store and shape, compiled for the
+backend's dialect (SQLite's or ``cloudflare_d1``, which compile the same
+SQLite SQL with ``?`` placeholders) and cached as text. A call then only
+binds values, which keeps the hot paths free of SQL compilation.
+
+Statements never bind more than ``Limits.max_params`` values: callers split
+long id lists and many-row inserts with :meth:`Queries.chunk_size`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+from d1store.backends.base import Statement
+from d1store.schema import Tables
+
+__all__ = ["GUARD_MARKER", "Compiled", "Queries"]
+
+THREAD_COLUMNS = ("id", "resource_id", "title", "created_at", "updated_at")
+MESSAGE_COLUMNS = ("id", "thread_id", "resource_id", "role", "type", "content", "created_at")
+RESOURCE_COLUMNS = ("id", "working_memory", "created_at", "updated_at")
+ENTRY_COLUMNS = ("entity_type", "entity_id", "key", "value")
+
+#: Text that a failed existence check puts into the database's error
+#: message, followed by the index of the check within its batch.
+GUARD_MARKER = "d1store-guard:"
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """SQL text with the names of its positional parameters, in order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def bind(self, values: Mapping[str, Any]) -> Statement:
+        """Return a statement with ``values`` placed in parameter order."""
+        return Statement(self.sql, tuple(values[name] for name in self.names))
+
+    def bind_flat(self, params: Iterable[Any]) -> Statement:
+        """Return a statement whose values are already in parameter order."""
+        return Statement(self.sql, tuple(params))
+
+
+def _row_binds(columns: Sequence[str], count: int) -> list[dict[str, Any]]:
+    return [{name: bindparam(f"{name}_{row}") for name in columns} for row in range(count)]
+
+
+def _ids(count: int, name: str = "id") -> list[Any]:
+    return [bindparam(f"{name}_{index}") for index in range(count)]
+
+
+class Queries:
+    """Compiled statements of one store: one prefix and one dialect."""
+
+    def __init__(self, tables: Tables, dialect: Dialect, max_params: int) -> None:
+        self.tables = tables
+        self.dialect = dialect
+        self.max_params = max_params
+        self._cache: dict[tuple[Any, ...], Compiled] = {}
+
+    def chunk_size(self, params_per_item: int) -> int:
+        """Return how many items of ``params_per_item`` values fit one statement."""
+        return max(1, self.max_params // params_per_item)
+
+    def _get(self, key: tuple[Any, ...], build: Callable[[], ClauseElement]) -> Compiled:
+        compiled = self._cache.get(key)
+        if compiled is None:
+            result = build().compile(dialect=self.dialect)
+            assert isinstance(result, SQLCompiler)
+            compiled = Compiled(result.string, tuple(result.positiontup or ()))
+            self._cache[key] = compiled
+        return compiled
+
+    # -- shared pieces -------------------------------------------------
+
+    def _metadata_json(self, entity_type: str, owner: Table) -> Any:
+        """A correlated subquery returning ``[[key, value], ...]`` as JSON text."""
+        entries = self.tables.entries
+        return (
+            select(func.json_group_array(func.json_array(entries.c.key, entries.c.value)))
+            .where(
+                entries.c.entity_type == literal_column(f"'{entity_type}'"),
+                entries.c.entity_id == owner.c.id,
+            )
+            .scalar_subquery()
+        )
+
+    def _columns(self, table: Table, names: Sequence[str], entity_type: str) -> list[Any]:
+        return [table.c[name] for name in names] + [self._metadata_json(entity_type, table)]
+
+    def guard(self, table: Table, count: int) -> Compiled:
+        """Check that ``count`` ids exist in ``table``, failing the batch if not.
+
+        SQLite has no RAISE outside triggers, so a missing id makes the
+        statement evaluate ``json_extract`` with an invalid path that embeds
+        the check's index. That fails the statement with a message such as
+        ``JSON path error near 'd1store-guard:3'``, and the batch rolls back.
+        Binding ``(id, index)`` pairs keeps every user value a parameter.
+        """
+
+        def build() -> ClauseElement:
+            name = self.dialect.identifier_preparer.format_table(table)
+            rows = ", ".join("(?, ?)" for _ in range(count))
+            return text(
+                f"SELECT json_extract('{{}}', '{GUARD_MARKER}' || column2) "
+                f"FROM (VALUES {rows}) WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {name} WHERE {name}.id = column1)"
+            )
+
+        return self._get(("guard", table.name, count), build)
+
+    # -- threads -------------------------------------------------------
+
+    def thread_upsert(self) -> Compiled:
+        threads = self.tables.threads
+
+        def build() -> ClauseElement:
+            stmt = insert(threads).values({name: bindparam(name) for name in THREAD_COLUMNS})
+            return stmt.on_conflict_do_update(
+                index_elements=[threads.c.id],
+                set_={name: stmt.excluded[name] for name in THREAD_COLUMNS[1:]},
+            )
+
+        return self._get(("thread_upsert",), build)
+
+    def thread_get(self, *, by_resource: bool) -> Compiled:
+        threads = self.tables.threads
+
+        def build() -> ClauseElement:
+            query = select(*self._columns(threads, THREAD_COLUMNS, "thread")).where(
+                threads.c.id == bindparam("id")
+            )
+            if by_resource:
+                query = query.where(threads.c.resource_id == bindparam("resource_id"))
+            return query
+
+        return self._get(("thread_get", by_resource), build)
+
+    def _thread_filters(self, by_resource: bool, metadata_keys: int) -> list[ColumnElement[bool]]:
+        threads, entries = self.tables.threads, self.tables.entries
+        filters: list[ColumnElement[bool]] = []
+        if by_resource:
+            filters.append(threads.c.resource_id == bindparam("resource_id"))
+        for index in range(metadata_keys):
+            filters.append(
+                exists().where(
+                    entries.c.entity_type == literal_column("'thread'"),
+                    entries.c.entity_id == threads.c.id,
+                    entries.c.key == bindparam(f"key_{index}"),
+                    entries.c.value == bindparam(f"value_{index}"),
+                )
+            )
+        return filters
+
+    def thread_list(
+        self, *, by_resource: bool, metadata_keys: int, order_by: str, descending: bool, paged: bool
+    ) -> Compiled:
+        threads = self.tables.threads
+
+        def build() -> ClauseElement:
+            order_column, tie = threads.c[order_by], threads.c.id
+            query = (
+                select(*self._columns(threads, THREAD_COLUMNS, "thread"))
+                .where(*self._thread_filters(by_resource, metadata_keys))
+                .order_by(*((order_column.desc(), tie.desc()) if descending else (order_column, tie)))
+            )
+            if paged:
+                query = query.limit(bindparam("limit")).offset(bindparam("offset"))
+            return query
+
+        key = ("thread_list", by_resource, metadata_keys, order_by, descending, paged)
+        return self._get(key, build)
+
+    def thread_count(self, *, by_resource: bool, metadata_keys: int) -> Compiled:
+        threads = self.tables.threads
+
+        def build() -> ClauseElement:
+            return (
+                select(func.count())
+                .select_from(threads)
+                .where(*self._thread_filters(by_resource, metadata_keys))
+            )
+
+        return self._get(("thread_count", by_resource, metadata_keys), build)
+
+    def thread_update(self, *, title: bool) -> Compiled:
+        threads = self.tables.threads
+
+        def build() -> ClauseElement:
+            values: dict[str, Any] = {"updated_at": bindparam("updated_at")}
+            if title:
+                values["title"] = bindparam("title")
+            return update(threads).where(threads.c.id == bindparam("id")).values(values)
+
+        return self._get(("thread_update", title), build)
+
+    def thread_delete(self) -> list[Compiled]:
+        """Delete a thread, its messages and all their metadata, in this order."""
+        threads, messages, entries = self.tables.threads, self.tables.messages, self.tables.entries
+
+        def message_entries() -> ClauseElement:
+            return delete(entries).where(
+                entries.c.entity_type == literal_column("'message'"),
+                entries.c.entity_id.in_(select(messages.c.id).where(messages.c.thread_id == bindparam("id"))),
+            )
+
+        def thread_messages() -> ClauseElement:
+            return delete(messages).where(messages.c.thread_id == bindparam("id"))
+
+        def thread_entries() -> ClauseElement:
+            return delete(entries).where(
+                entries.c.entity_type == literal_column("'thread'"),
+                entries.c.entity_id == bindparam("id"),
+            )
+
+        def thread() -> ClauseElement:
+            return delete(threads).where(threads.c.id == bindparam("id"))
+
+        return [
+            self._get(("thread_delete", "message_entries"), message_entries),
+            self._get(("thread_delete", "messages"), thread_messages),
+            self._get(("thread_delete", "entries"), thread_entries),
+            self._get(("thread_delete", "thread"), thread),
+        ]
+
+    def touch_threads(self, count: int) -> Compiled:
+        """Raise ``updated_at`` of ``count`` threads to at least a given time."""
+        threads = self.tables.threads
+
+        def build() -> ClauseElement:
+            return (
+                update(threads)
+                .where(threads.c.id.in_(_ids(count)))
+                .values(updated_at=func.max(threads.c.updated_at, bindparam("updated_at")))
+            )
+
+        return self._get(("touch_threads", count), build)
+
+    def touch_threads_of_messages(self, count: int) -> Compiled:
+        """Raise ``updated_at`` of the threads that hold ``count`` messages."""
+        threads, messages = self.tables.threads, self.tables.messages
+
+        def build() -> ClauseElement:
+            owners = select(messages.c.thread_id).where(messages.c.id.in_(_ids(count)))
+            return (
+                update(threads)
+                .where(threads.c.id.in_(owners))
+                .values(updated_at=func.max(threads.c.updated_at, bindparam("updated_at")))
+            )
+
+        return self._get(("touch_threads_of_messages", count), build)
+
+    # -- messages ------------------------------------------------------
+
+    def message_upsert(self, count: int) -> Compiled:
+        """Insert or replace ``count`` messages in one multi-row statement."""
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            stmt = insert(messages).values(_row_binds(MESSAGE_COLUMNS, count))
+            return stmt.on_conflict_do_update(
+                index_elements=[messages.c.id],
+                set_={name: stmt.excluded[name] for name in MESSAGE_COLUMNS[1:]},
+            )
+
+        compiled = self._get(("message_upsert", count), build)
+        expected = tuple(f"{name}_{row}" for row in range(count) for name in MESSAGE_COLUMNS)
+        assert compiled.names == expected, "message rows must bind in row, then column order"
+        return compiled
+
+    def message_get_many(self, count: int) -> Compiled:
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            return select(*self._columns(messages, MESSAGE_COLUMNS, "message")).where(
+                messages.c.id.in_(_ids(count))
+            )
+
+        return self._get(("message_get_many", count), build)
+
+    def _message_filters(
+        self, threads: int, by_resource: bool, start: bool, end: bool
+    ) -> list[ColumnElement[bool]]:
+        messages = self.tables.messages
+        filters: list[ColumnElement[bool]] = [messages.c.thread_id.in_(_ids(threads, "thread"))]
+        if by_resource:
+            filters.append(messages.c.resource_id == bindparam("resource_id"))
+        if start:
+            filters.append(messages.c.created_at >= bindparam("start"))
+        if end:
+            filters.append(messages.c.created_at <= bindparam("end"))
+        return filters
+
+    def _message_order(self, descending: bool) -> tuple[Any, Any]:
+        messages = self.tables.messages
+        if descending:
+            return messages.c.created_at.desc(), messages.c.id.desc()
+        return messages.c.created_at, messages.c.id
+
+    def message_list(
+        self, *, threads: int, by_resource: bool, start: bool, end: bool, descending: bool, paged: bool
+    ) -> Compiled:
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            query = (
+                select(*self._columns(messages, MESSAGE_COLUMNS, "message"))
+                .where(*self._message_filters(threads, by_resource, start, end))
+                .order_by(*self._message_order(descending))
+            )
+            if paged:
+                query = query.limit(bindparam("limit")).offset(bindparam("offset"))
+            return query
+
+        key = ("message_list", threads, by_resource, start, end, descending, paged)
+        return self._get(key, build)
+
+    def message_count(self, *, threads: int, by_resource: bool, start: bool, end: bool) -> Compiled:
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            return (
+                select(func.count())
+                .select_from(messages)
+                .where(*self._message_filters(threads, by_resource, start, end))
+            )
+
+        return self._get(("message_count", threads, by_resource, start, end), build)
+
+    def message_window(self, *, before: bool, by_resource: bool) -> Compiled:
+        """Messages next to a target message, in the target's own thread.
+
+        ``before`` selects the target and the messages before it, newest
+        first; otherwise the messages after it, oldest first. Both are
+        limited by ``limit``.
+        """
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            target = messages.alias("target")
+
+            def of_target(column: str) -> Any:
+                return select(target.c[column]).where(target.c.id == bindparam("target")).scalar_subquery()
+
+            created = of_target("created_at")
+            if before:
+                position = or_(
+                    messages.c.created_at < created,
+                    and_(messages.c.created_at == created, messages.c.id <= bindparam("target")),
+                )
+            else:
+                position = or_(
+                    messages.c.created_at > created,
+                    and_(messages.c.created_at == created, messages.c.id > bindparam("target")),
+                )
+            query = (
+                select(*self._columns(messages, MESSAGE_COLUMNS, "message"))
+                .where(messages.c.thread_id == of_target("thread_id"), position)
+                .order_by(*self._message_order(before))
+                .limit(bindparam("limit"))
+                .offset(bindparam("offset"))
+            )
+            if by_resource:
+                query = query.where(messages.c.resource_id == bindparam("resource_id"))
+            return query
+
+        return self._get(("message_window", before, by_resource), build)
+
+    def message_last(self, *, by_resource: bool) -> Compiled:
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            query = (
+                select(*self._columns(messages, MESSAGE_COLUMNS, "message"))
+                .where(messages.c.thread_id == bindparam("thread"))
+                .order_by(*self._message_order(True))
+                .limit(bindparam("limit"))
+                .offset(bindparam("offset"))
+            )
+            if by_resource:
+                query = query.where(messages.c.resource_id == bindparam("resource_id"))
+            return query
+
+        return self._get(("message_last", by_resource), build)
+
+    def message_update(self, fields: tuple[str, ...]) -> Compiled:
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            return (
+                update(messages)
+                .where(messages.c.id == bindparam("id"))
+                .values({name: bindparam(name) for name in fields})
+            )
+
+        return self._get(("message_update", fields), build)
+
+    def message_delete(self, count: int) -> Compiled:
+        messages = self.tables.messages
+
+        def build() -> ClauseElement:
+            return delete(messages).where(messages.c.id.in_(_ids(count)))
+
+        return self._get(("message_delete", count), build)
+
+    # -- metadata entries ----------------------------------------------
+
+    def entries_upsert(self, count: int) -> Compiled:
+        entries = self.tables.entries
+
+        def build() -> ClauseElement:
+            stmt = insert(entries).values(_row_binds(ENTRY_COLUMNS, count))
+            return stmt.on_conflict_do_update(
+                index_elements=[entries.c.entity_type, entries.c.entity_id, entries.c.key],
+                set_={"value": stmt.excluded.value},
+            )
+
+        compiled = self._get(("entries_upsert", count), build)
+        expected = tuple(f"{name}_{row}" for row in range(count) for name in ENTRY_COLUMNS)
+        assert compiled.names == expected, "metadata rows must bind in row, then column order"
+        return compiled
+
+    def entries_get(self) -> Compiled:
+        entries = self.tables.entries
+
+        def build() -> ClauseElement:
+            return select(entries.c.key, entries.c.value).where(
+                entries.c.entity_type == bindparam("entity_type"),
+                entries.c.entity_id == bindparam("entity_id"),
+            )
+
+        return self._get(("entries_get",), build)
+
+    def entries_delete_keys(self, count: int) -> Compiled:
+        entries = self.tables.entries
+
+        def build() -> ClauseElement:
+            return delete(entries).where(
+                entries.c.entity_type == bindparam("entity_type"),
+                entries.c.entity_id == bindparam("entity_id"),
+                entries.c.key.in_(_ids(count, "key")),
+            )
+
+        return self._get(("entries_delete_keys", count), build)
+
+    def entries_delete_entities(self, count: int) -> Compiled:
+        entries = self.tables.entries
+
+        def build() -> ClauseElement:
+            return delete(entries).where(
+                entries.c.entity_type == bindparam("entity_type"),
+                entries.c.entity_id.in_(_ids(count)),
+            )
+
+        return self._get(("entries_delete_entities", count), build)
+
+    def touch_entity(self, entity_type: str) -> Compiled:
+        """Raise ``updated_at`` of one thread or resource to at least a given time."""
+        table = self.tables.for_entity(entity_type)
+
+        def build() -> ClauseElement:
+            return (
+                update(table)
+                .where(table.c.id == bindparam("id"))
+                .values(updated_at=func.max(table.c.updated_at, bindparam("updated_at")))
+            )
+
+        return self._get(("touch_entity", entity_type), build)
+
+    # -- resources -----------------------------------------------------
+
+    def resource_upsert(self, *, working_memory: bool, replace: bool) -> Compiled:
+        """Insert a resource, or update it when it exists.
+
+        ``replace`` overwrites every column (``save``); otherwise the
+        existing ``created_at`` is kept and ``working_memory`` changes only
+        when ``working_memory`` is true (``update``).
+        """
+        resources = self.tables.resources
+
+        def build() -> ClauseElement:
+            stmt = insert(resources).values({name: bindparam(name) for name in RESOURCE_COLUMNS})
+            changed = ["updated_at"]
+            if replace:
+                changed = list(RESOURCE_COLUMNS[1:])
+            elif working_memory:
+                changed.append("working_memory")
+            return stmt.on_conflict_do_update(
+                index_elements=[resources.c.id],
+                set_={name: stmt.excluded[name] for name in changed},
+            )
+
+        return self._get(("resource_upsert", working_memory, replace), build)
+
+    def resource_get(self) -> Compiled:
+        resources = self.tables.resources
+
+        def build() -> ClauseElement:
+            return select(*self._columns(resources, RESOURCE_COLUMNS, "resource")).where(
+                resources.c.id == bindparam("id")
+            )
+
+        return self._get(("resource_get",), build)
+
+    def resource_delete(self) -> Compiled:
+        resources = self.tables.resources
+
+        def build() -> ClauseElement:
+            return delete(resources).where(resources.c.id == bindparam("id"))
+
+        return self._get(("resource_delete",), build)

@@ -1,0 +1,252 @@
+"""The :class:`D1Store` entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from d1store.backends.base import Backend, Limits, Statement
+from d1store.backends.d1 import D1Backend, RetryPolicy
+from d1store.backends.sqlite import SQLiteBackend
+from d1store.errors import ValidationError
+from d1store.repositories import MessageRepository, MetadataRepository, ResourceRepository, ThreadRepository
+from d1store.schema import Tables, build_tables, validate_prefix
+from d1store.session import Session, Unit
+from d1store.statements import Queries
+
+__all__ = ["DEFAULT_URL", "D1Store"]
+
+logger = logging.getLogger(__name__)
+
+#: The embedded database used when nothing else is configured.
+DEFAULT_URL = "sqlite:///d1store.db"
+
+_CLOUDFLARE_VARIABLES = ("CLOUDFLARE_ACCOUNT_ID", "CLOUDFLARE_D1_DATABASE_ID", "CLOUDFLARE_API_TOKEN")
+
+
+class D1Store:
+    """Conversation memory stored in Cloudflare D1 or SQLite.
+
+    ``target`` is a database URL (``sqlite:///file.db`` or
+    ``cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID``) or an existing
+    SQLAlchemy engine. ``table_prefix`` is prepended to every table and
+    index name. ``max_row_bytes`` lowers or raises the row size limit
+    (default: D1's 2,000,000 bytes); ``retry``, ``timeout`` and
+    ``base_url`` configure the D1 client.
+
+    The repositories ``threads``, ``messages``, ``metadata`` and
+    ``resources`` run each call as one atomic request; :meth:`session`
+    groups several writes into one.
+    """
+
+    def __init__(
+        self,
+        target: str | sqlalchemy.URL | Engine,
+        *,
+        table_prefix: str = "",
+        max_row_bytes: int | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        self.table_prefix = validate_prefix(table_prefix)
+        limits = (
+            Limits()
+            if max_row_bytes is None
+            else Limits(max_row_bytes=_positive("max_row_bytes", max_row_bytes))
+        )
+        self.backend: Backend = _make_backend(target, limits, retry=retry, timeout=timeout, base_url=base_url)
+        self.tables: Tables = build_tables(self.table_prefix)
+        self.queries = Queries(self.tables, self.backend.dialect, limits.max_params)
+        unit = Unit(self.backend, self.queries)
+        self.threads = ThreadRepository(unit)
+        self.messages = MessageRepository(unit)
+        self.metadata = MetadataRepository(unit)
+        self.resources = ResourceRepository(unit)
+        logger.info("d1store opened %s (table prefix %r)", self.backend.describe(), self.table_prefix)
+
+    @classmethod
+    def from_cloudflare(
+        cls,
+        *,
+        account_id: str,
+        database_id: str,
+        api_token: str,
+        base_url: str | None = None,
+        table_prefix: str = "",
+        **options: Any,
+    ) -> D1Store:
+        """Open a D1 database by its account id, database id and API token."""
+        backend = D1Backend(account_id, database_id, api_token, base_url=base_url, **_d1_options(options))
+        return cls._with_backend(backend, table_prefix, options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> D1Store:
+        """Open the store configured by environment variables.
+
+        In order: ``D1STORE_URL``; else ``CLOUDFLARE_ACCOUNT_ID``,
+        ``CLOUDFLARE_D1_DATABASE_ID`` and ``CLOUDFLARE_API_TOKEN`` together;
+        else ``sqlite:///d1store.db`` in the working directory.
+        ``D1STORE_TABLE_PREFIX`` sets the prefix unless ``table_prefix`` is
+        passed.
+        """
+        env = os.environ if environ is None else environ
+        options.setdefault("table_prefix", env.get("D1STORE_TABLE_PREFIX", ""))
+        return cls(url_from_env(env), **options)
+
+    @classmethod
+    def _with_backend(cls, backend: Backend, table_prefix: str, options: Mapping[str, Any]) -> D1Store:
+        store = cls.__new__(cls)
+        store.table_prefix = validate_prefix(table_prefix)
+        store.backend = backend
+        store.tables = build_tables(store.table_prefix)
+        store.queries = Queries(store.tables, backend.dialect, backend.limits.max_params)
+        unit = Unit(backend, store.queries)
+        store.threads = ThreadRepository(unit)
+        store.messages = MessageRepository(unit)
+        store.metadata = MetadataRepository(unit)
+        store.resources = ResourceRepository(unit)
+        return store
+
+    @property
+    def request_count(self) -> int:
+        """Requests sent to the database so far (HTTP requests on D1)."""
+        return self.backend.request_count
+
+    def session(self) -> Session:
+        """Start a unit of work whose writes are applied atomically at the end."""
+        return Session(self.backend, self.queries)
+
+    def init(self) -> None:
+        """Create every missing table and index, atomically.
+
+        Idempotent and safe to run from several processes at once: every
+        statement is ``CREATE ... IF NOT EXISTS`` and all of them run in
+        one transaction (one batch request on D1).
+        """
+        dialect = self.backend.dialect
+        statements = []
+        for table in self.tables.metadata.sorted_tables:
+            statements.append(Statement(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect))))
+            for index in sorted(table.indexes, key=lambda item: str(item.name)):
+                statements.append(
+                    Statement(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
+                )
+        self.backend.execute(statements, write=True)
+        logger.info("d1store schema ready on %s", self.backend.describe())
+
+    def close(self) -> None:
+        """Release the database connections or HTTP client."""
+        self.backend.close()
+
+    def __enter__(self) -> D1Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"D1Store({self.backend.describe()!r}, table_prefix={self.table_prefix!r})"
+
+
+def url_from_env(env: Mapping[str, str]) -> str | sqlalchemy.URL:
+    """Return the database URL configured by ``env`` (see :meth:`D1Store.from_env`)."""
+    if env.get("D1STORE_URL"):
+        return env["D1STORE_URL"]
+    present = [name for name in _CLOUDFLARE_VARIABLES if env.get(name)]
+    if present:
+        missing = [name for name in _CLOUDFLARE_VARIABLES if not env.get(name)]
+        if missing:
+            raise ValidationError(
+                f"incomplete Cloudflare configuration: {', '.join(missing)} not set; "
+                f"set all of {', '.join(_CLOUDFLARE_VARIABLES)}, or D1STORE_URL"
+            )
+        return sqlalchemy.URL.create(
+            "cloudflare_d1",
+            username=env["CLOUDFLARE_ACCOUNT_ID"],
+            password=env["CLOUDFLARE_API_TOKEN"],
+            host=env["CLOUDFLARE_D1_DATABASE_ID"],
+        )
+    return DEFAULT_URL
+
+
+def mask_url(url: str | sqlalchemy.URL) -> str:
+    """Return ``url`` with its password (the D1 API token) replaced by ``***``."""
+    try:
+        return sqlalchemy.make_url(url).render_as_string(hide_password=True)
+    except sqlalchemy.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def _positive(name: str, value: int) -> int:
+    if not isinstance(value, int) or value <= 0:
+        raise ValidationError(f"invalid {name} {value!r}: use a positive number of bytes")
+    return value
+
+
+def _d1_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if options.get("max_row_bytes") is not None:
+        result["limits"] = Limits(max_row_bytes=_positive("max_row_bytes", options["max_row_bytes"]))
+    if options.get("retry") is not None:
+        result["retry"] = options["retry"]
+    if options.get("timeout") is not None:
+        result["timeout"] = options["timeout"]
+    return result
+
+
+def _make_backend(
+    target: str | sqlalchemy.URL | Engine,
+    limits: Limits,
+    *,
+    retry: RetryPolicy | None,
+    timeout: float | None,
+    base_url: str | None,
+) -> Backend:
+    url = target.url if isinstance(target, Engine) else _parse_url(target)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        engine = target if isinstance(target, Engine) else create_engine(url)
+        return SQLiteBackend(engine, limits=limits, owns_engine=not isinstance(target, Engine))
+    if backend == "cloudflare_d1":
+        if isinstance(target, Engine):
+            # The engine's own connections are not used: its dialect sends
+            # one HTTP request per statement and cannot roll back, so
+            # d1store sends its batches through its own client.
+            target.dispose()
+        options: dict[str, Any] = {"limits": limits}
+        if retry is not None:
+            options["retry"] = retry
+        if timeout is not None:
+            options["timeout"] = timeout
+        if base_url is not None:
+            options["base_url"] = base_url
+        return D1Backend.from_url(url, **options)
+    raise ValidationError(
+        f"unsupported database URL {mask_url(url)!r}: use sqlite:///PATH or "
+        "cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID"
+    )
+
+
+def _parse_url(target: str | sqlalchemy.URL) -> sqlalchemy.URL:
+    try:
+        return sqlalchemy.make_url(target)
+    except (sqlalchemy.exc.ArgumentError, TypeError):
+        # The text may contain a token, so only its scheme is shown.
+        scheme = str(target).split(":", 1)[0] if isinstance(target, str) else type(target).__name__
+        raise ValidationError(
+            f"invalid database URL (scheme {scheme!r}): use sqlite:///PATH or "
+            "cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID"
+        ) from None
