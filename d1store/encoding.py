@@ -6,14 +6,17 @@ behave identically:
 * timestamps as fixed-width ISO-8601 UTC text with microseconds and a ``Z``
   suffix (``2026-01-31T09:08:07.123456Z``), whose text order is time order;
 * JSON values as canonical JSON text: sorted keys, no insignificant
-  whitespace, ``ensure_ascii=False``. Python's ``json`` keeps integers of any
-  size and tells ``1`` from ``1.0``, so values round-trip with their type.
+  whitespace, ``ensure_ascii=False``. Python's ``json`` keeps integers of up
+  to ``sys.get_int_max_str_digits()`` digits (4,300 by default; longer ones
+  are rejected) and distinguishes ``1`` from ``1.0``, so values round-trip
+  with their type.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -36,6 +39,9 @@ MAX_ID_LENGTH = 512
 MAX_JSON_DEPTH = 200
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
+# One shared encoder: json.dumps() with options builds a new one per call.
+# encode() keeps no state between calls, so threads can share it.
+_CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def utc_now() -> datetime:
@@ -47,13 +53,21 @@ def as_utc(value: datetime) -> datetime:
     """Return ``value`` in UTC, taking a naive datetime as UTC already."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            f"datetime {value.isoformat()} is out of range in UTC (years 1 to 9999); use a later or earlier time"
+        ) from None
 
 
 def format_timestamp(value: datetime) -> str:
     """Format ``value`` as the fixed-width text stored in the database."""
     # isoformat() pads the year to four digits and, with an explicit
     # timespec, always writes six fractional digits: a fixed width.
+    if value.tzinfo is UTC:
+        # Fast path for the usual case: drop the "+00:00" suffix.
+        return value.isoformat(timespec="microseconds")[:-6] + "Z"
     naive = as_utc(value).replace(tzinfo=None)
     return naive.isoformat(timespec="microseconds") + "Z"
 
@@ -66,7 +80,7 @@ def parse_timestamp(text: str) -> datetime:
 
 def dump_json(value: Any) -> str:
     """Encode an already validated JSON value as canonical text."""
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _CANONICAL_JSON.encode(value)
 
 
 def load_json(text: str) -> Any:
@@ -75,7 +89,7 @@ def load_json(text: str) -> Any:
 
 
 class MonotonicClock:
-    """Hands out strictly increasing timestamps within this process.
+    """Source of strictly increasing timestamps within this process.
 
     Messages saved in one call without an explicit ``created_at`` must keep
     their list order even when the system clock does not advance between
@@ -155,8 +169,10 @@ def _find_json_problem(value: Any, path: list[str]) -> str | None:
                 "as UTF-8; pass valid Unicode text"
             )
         return None
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        return _find_int_problem(value)
     if isinstance(value, float):
         if math.isfinite(value):
             return None
@@ -185,6 +201,23 @@ def _find_json_problem(value: Any, path: list[str]) -> str | None:
         f"has a value of type {type(value).__name__} ({value!r:.60}), which is not JSON; "
         "use dict, list, str, int, float, bool or None"
     )
+
+
+def _find_int_problem(value: int) -> str | None:
+    # json.dumps() raises a bare ValueError for an int longer than the
+    # interpreter's digit limit. Below 3 bits per allowed digit no int can
+    # reach the limit, so str() is tried only for longer ones.
+    limit = sys.get_int_max_str_digits()
+    if not limit or value.bit_length() <= 3 * limit:
+        return None
+    try:
+        str(value)
+    except ValueError:
+        return (
+            f"is an integer of more than {limit:,} digits, which Python's json module cannot encode; "
+            "store it as a string"
+        )
+    return None
 
 
 def check_metadata(field: str, value: Any) -> dict[str, Any]:

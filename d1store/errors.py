@@ -5,11 +5,15 @@ Every exception the library raises on purpose derives from
 
     D1StoreError
     ├── ValidationError            bad input, rejected before anything is sent
-    │   ├── RowTooLargeError       a row over the configured size limit
+    │   ├── RowTooLargeError       a row over the size limit (an update's whole row
+    │   │                          is measured inside its atomic batch)
     │   └── RequestTooLargeError   one call or session too large for one request
     ├── NotFoundError              the thread, message or resource does not exist
     ├── SchemaNotInitializedError  a table is missing: run init() or Alembic
-    └── BackendError               the database failed, with its own message
+    ├── BackendError               the database failed, with its own message
+    ├── attachments.AttachmentError            the attachment store failed
+    │   └── attachments.AttachmentNotFoundError  a referenced object is missing
+    └── local_d1.LocalD1Error      the local D1 server cannot be installed or run
 
 ``ValidationError`` is also a :class:`ValueError` and ``NotFoundError`` a
 :class:`LookupError`, so code written against the built-in exceptions keeps

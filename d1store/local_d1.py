@@ -32,6 +32,8 @@ from types import FrameType, TracebackType
 from typing import IO, Any, Self
 from urllib.parse import quote
 
+from d1store.errors import D1StoreError
+
 logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = Path(__file__).resolve().parent / "_local_d1"
@@ -49,7 +51,7 @@ _STDERR_TAIL_LINES = 40
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class LocalD1Error(RuntimeError):
+class LocalD1Error(D1StoreError, RuntimeError):
     """Raised when the local D1 server cannot be installed, started or stopped."""
 
 

@@ -56,11 +56,18 @@ class Thread(_Record):
     metadata: MetadataDict = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
+    #: When the thread was archived, or ``None`` while it is active.
+    archived_at: datetime | None = None
 
     @field_validator("id", "resource_id", mode="before")
     @classmethod
     def _ids(cls, value: Any, info: Any) -> str:
         return check_id(info.field_name, value)
+
+    @field_validator("archived_at", mode="after")
+    @classmethod
+    def _archived_utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else as_utc(value)
 
     @field_validator("title", mode="after")
     @classmethod
@@ -143,8 +150,10 @@ class Include(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    previous: int = Field(default=0, ge=0)
-    next: int = Field(default=0, ge=0)
+    # The query asks for previous + 1 rows, and D1 carries integers exactly
+    # only up to 2**53 (SQLite raised OverflowError above 2**63 - 1).
+    previous: int = Field(default=0, ge=0, le=2**53 - 1)
+    next: int = Field(default=0, ge=0, le=2**53 - 1)
 
     @field_validator("id", mode="before")
     @classmethod

@@ -29,7 +29,11 @@ ENTITY_TYPES: dict[str, str] = {"thread": "threads", "message": "messages", "res
 
 
 def validate_prefix(prefix: str) -> str:
-    """Return ``prefix`` if it may start table names, else raise ``ValueError``."""
+    """Return ``prefix`` if it may start table names, else raise ``ValueError``.
+
+    SQLite and D1 compare table names without regard to case, so ``dev_``
+    and ``DEV_`` name the same tables: use one spelling per store.
+    """
     if not isinstance(prefix, str):
         raise ValueError(f"table_prefix must be a string, got {prefix!r}")
     if prefix and not _PREFIX.fullmatch(prefix):
@@ -37,12 +41,20 @@ def validate_prefix(prefix: str) -> str:
             f"invalid table_prefix {prefix!r}: use up to 32 ASCII letters, digits and "
             "underscores, starting with a letter or underscore (for example 'dev_')"
         )
+    # SQLite reserves names starting with "sqlite_" and D1 those starting
+    # with "_cf_"; both compare names without regard to case.
+    for reserved in ("sqlite_", "_cf_"):
+        if prefix.lower().startswith(reserved):
+            raise ValueError(
+                f"invalid table_prefix {prefix!r}: names starting with {reserved!r} are reserved "
+                "by SQLite or D1; choose another prefix (for example 'dev_')"
+            )
     return prefix
 
 
 @dataclass(frozen=True)
 class Tables:
-    """The four tables of one prefix, and the metadata that holds them."""
+    """The four tables of one prefix, and the ``MetaData`` that contains them."""
 
     prefix: str
     metadata: MetaData
@@ -74,12 +86,17 @@ def build_tables(prefix: str = "") -> Tables:
         Column("title", Text, nullable=False, server_default=""),
         Column("created_at", Text, nullable=False),
         Column("updated_at", Text, nullable=False),
+        # NULL while the thread is active. Last, because Alembic revision
+        # 0002 adds it with ALTER TABLE, which appends the column.
+        Column("archived_at", Text, nullable=True),
         PrimaryKeyConstraint("id", name=f"{p}threads_pkey"),
     )
     Index(f"{p}ix_threads_resource_created", threads.c.resource_id, threads.c.created_at, threads.c.id)
     Index(f"{p}ix_threads_resource_updated", threads.c.resource_id, threads.c.updated_at, threads.c.id)
     Index(f"{p}ix_threads_created", threads.c.created_at, threads.c.id)
     Index(f"{p}ix_threads_updated", threads.c.updated_at, threads.c.id)
+    # Counts a resource's active or archived threads without reading the rows.
+    Index(f"{p}ix_threads_resource_archived", threads.c.resource_id, threads.c.archived_at)
 
     messages = Table(
         f"{p}messages",
@@ -106,8 +123,12 @@ def build_tables(prefix: str = "") -> Tables:
         Column("value", Text, nullable=False),
         PrimaryKeyConstraint("entity_type", "entity_id", "key", name=f"{p}metadata_pkey"),
     )
+    # Key first: an index that started with entity_type would also serve
+    # "entity_type = ? AND entity_id IN (...)", and SQLite, finding it
+    # covering, would prefer it to the primary key and read every entry of
+    # that type.
     Index(
-        f"{p}ix_metadata_lookup", entries.c.entity_type, entries.c.key, entries.c.value, entries.c.entity_id
+        f"{p}ix_metadata_lookup", entries.c.key, entries.c.value, entries.c.entity_type, entries.c.entity_id
     )
 
     resources = Table(

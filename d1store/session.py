@@ -15,15 +15,23 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from d1store.backends.base import Backend, Result, Statement
-from d1store.errors import BackendError, D1StoreError, NotFoundError, SchemaNotInitializedError
+from d1store.errors import (
+    BackendError,
+    D1StoreError,
+    NotFoundError,
+    RowTooLargeError,
+    SchemaNotInitializedError,
+)
 from d1store.statements import GUARD_MARKER, Queries
 
 if TYPE_CHECKING:
+    from d1store.attachments import AttachmentCodec
     from d1store.repositories import (
         MessageRepository,
         MetadataRepository,
@@ -31,11 +39,26 @@ if TYPE_CHECKING:
         ThreadRepository,
     )
 
-__all__ = ["Batch", "Session", "Unit"]
+__all__ = ["Batch", "Guard", "Session", "Unit"]
 
 logger = logging.getLogger(__name__)
 
-_GUARD = re.compile(re.escape(GUARD_MARKER) + r"(\d+)")
+_GUARD = re.compile(re.escape(GUARD_MARKER) + r"(\d+)(?::(\d+))?")
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """A check inside a batch: the entity exists, or its row fits ``max_row_bytes``."""
+
+    entity_type: str
+    entity_id: str
+    max_row_bytes: int | None = None
+
+    def error(self, size: int | None) -> D1StoreError:
+        """Return the error that a failure of this check means."""
+        if self.max_row_bytes is None:
+            return NotFoundError(self.entity_type, self.entity_id)
+        return RowTooLargeError(self.entity_id, "row", size or 0, self.max_row_bytes)
 _MISSING_TABLE = re.compile(r"no such table: (?:main\.)?([A-Za-z0-9_]+)")
 
 
@@ -45,7 +68,7 @@ class Batch:
     def __init__(self, unit: Unit) -> None:
         self.unit = unit
         self.statements: list[Statement] = []
-        self.guards: dict[int, tuple[str, str]] = {}
+        self.guards: dict[int, Guard] = {}
 
     def add(self, statement: Statement) -> int:
         """Append ``statement`` and return its position in the batch."""
@@ -71,9 +94,24 @@ class Batch:
             params: list[object] = []
             for entity_id in chunk:
                 index = self.unit.next_guard()
-                self.guards[index] = (entity_type, entity_id)
-                params.extend((entity_id, index))
+                self.guards[index] = Guard(entity_type, entity_id)
+                # Bound as text: D1 sends JSON numbers as REAL, which would print "3.0".
+                params.extend((entity_id, str(index)))
             self.add(queries.guard(table, len(chunk)).bind_flat(params))
+
+    def limit_row_size(self, entity_type: str, entity_id: str) -> None:
+        """Fail the whole batch, at this point, if the entity's row is too large.
+
+        An update changes some columns of a row whose other columns are not
+        known before the request, so the full row is measured in the
+        database, after the update and before anything is committed.
+        """
+        queries = self.unit.queries
+        limit = self.unit.backend.limits.max_row_bytes
+        index = self.unit.next_guard()
+        self.guards[index] = Guard(entity_type, entity_id, limit)
+        compiled = queries.size_guard(queries.tables.for_entity(entity_type))
+        self.add(compiled.bind_flat((str(index), entity_id, limit)))
 
 
 class Unit:
@@ -81,9 +119,13 @@ class Unit:
 
     deferred = False
 
-    def __init__(self, backend: Backend, queries: Queries) -> None:
+    def __init__(
+        self, backend: Backend, queries: Queries, *, attachments: AttachmentCodec | None = None
+    ) -> None:
         self.backend = backend
         self.queries = queries
+        # Offloads large inline payloads of message content, or None to keep them inline.
+        self.attachments = attachments
         self._guard_numbers = itertools.count()
 
     def next_guard(self) -> int:
@@ -103,20 +145,23 @@ class Unit:
         return self._execute(batch.statements, write=True, guards=batch.guards)
 
     def _execute(
-        self, statements: Sequence[Statement], *, write: bool, guards: dict[int, tuple[str, str]]
+        self, statements: Sequence[Statement], *, write: bool, guards: dict[int, Guard]
     ) -> list[Result]:
         try:
             return self.backend.execute(statements, write=write)
         except BackendError as exc:
-            raise translate(exc, guards) from exc
+            translated = translate(exc, guards)
+            if translated is exc:
+                raise
+            raise translated from exc
 
 
-def translate(error: BackendError, guards: dict[int, tuple[str, str]]) -> D1StoreError:
+def translate(error: BackendError, guards: dict[int, Guard]) -> D1StoreError:
     """Map a database error to the library error that explains it."""
-    guard = _GUARD.search(error.message)
-    if guard is not None and int(guard.group(1)) in guards:
-        entity_type, entity_id = guards[int(guard.group(1))]
-        return NotFoundError(entity_type, entity_id)
+    found = _GUARD.search(error.message)
+    if found is not None and int(found.group(1)) in guards:
+        size = int(found.group(2)) if found.group(2) else None
+        return guards[int(found.group(1))].error(size)
     table = _MISSING_TABLE.search(error.message)
     if table is not None:
         return SchemaNotInitializedError(table.group(1))
@@ -143,8 +188,10 @@ class Session(Unit):
 
     deferred = True
 
-    def __init__(self, backend: Backend, queries: Queries) -> None:
-        super().__init__(backend, queries)
+    def __init__(
+        self, backend: Backend, queries: Queries, *, attachments: AttachmentCodec | None = None
+    ) -> None:
+        super().__init__(backend, queries, attachments=attachments)
         self._pending = Batch(self)
         self._closed = False
         from d1store.repositories import (

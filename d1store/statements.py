@@ -24,6 +24,7 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
+    null,
     or_,
     select,
     text,
@@ -32,14 +33,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.expression import ClauseElement
+from sqlalchemy.sql.expression import ClauseElement, Select
 
 from d1store.backends.base import Statement
 from d1store.schema import Tables
 
 __all__ = ["GUARD_MARKER", "Compiled", "Queries"]
 
-THREAD_COLUMNS = ("id", "resource_id", "title", "created_at", "updated_at")
+THREAD_COLUMNS = ("id", "resource_id", "title", "created_at", "updated_at", "archived_at")
 MESSAGE_COLUMNS = ("id", "thread_id", "resource_id", "role", "type", "content", "created_at")
 RESOURCE_COLUMNS = ("id", "working_memory", "created_at", "updated_at")
 ENTRY_COLUMNS = ("entity_type", "entity_id", "key", "value")
@@ -51,10 +52,22 @@ GUARD_MARKER = "d1store-guard:"
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
-    """SQL text with the names of its positional parameters, in order."""
+    """SQL text with the names of its positional parameters, in order.
+
+    A statement that returns threads, messages or resources carries in
+    ``metadata`` a second statement, bound with the same values, that
+    returns ``(entity_id, key, value)`` for every metadata entry of those
+    rows.
+    """
 
     sql: str
     names: tuple[str, ...]
+    metadata: Compiled | None = None
+
+    def bind_with_metadata(self, values: Mapping[str, Any]) -> tuple[Statement, Statement]:
+        """Bind this statement and its metadata statement with the same values."""
+        assert self.metadata is not None, "this statement returns no entities"
+        return self.bind(values), self.metadata.bind(values)
 
     def bind(self, values: Mapping[str, Any]) -> Statement:
         """Return a statement with ``values`` placed in parameter order."""
@@ -73,6 +86,9 @@ def _ids(count: int, name: str = "id") -> list[Any]:
     return [bindparam(f"{name}_{index}") for index in range(count)]
 
 
+_SHARED_CACHES: dict[tuple[Any, ...], dict[tuple[Any, ...], Compiled]] = {}
+
+
 class Queries:
     """Compiled statements of one store: one prefix and one dialect."""
 
@@ -80,37 +96,58 @@ class Queries:
         self.tables = tables
         self.dialect = dialect
         self.max_params = max_params
-        self._cache: dict[tuple[Any, ...], Compiled] = {}
+        # Statement text depends only on the tables and the dialect, so stores
+        # of one prefix and dialect in a process share it: a new store does
+        # not compile again.
+        key = (tables, type(dialect), dialect.paramstyle)
+        self._cache: dict[tuple[Any, ...], Compiled] = _SHARED_CACHES.setdefault(key, {})
 
     def chunk_size(self, params_per_item: int) -> int:
         """Return how many items of ``params_per_item`` values fit one statement."""
         return max(1, self.max_params // params_per_item)
 
+    def _compile(self, statement: ClauseElement) -> Compiled:
+        result = statement.compile(dialect=self.dialect)
+        assert isinstance(result, SQLCompiler)
+        return Compiled(result.string, tuple(result.positiontup or ()))
+
     def _get(self, key: tuple[Any, ...], build: Callable[[], ClauseElement]) -> Compiled:
         compiled = self._cache.get(key)
         if compiled is None:
-            result = build().compile(dialect=self.dialect)
-            assert isinstance(result, SQLCompiler)
-            compiled = Compiled(result.string, tuple(result.positiontup or ()))
+            compiled = self._compile(build())
+            self._cache[key] = compiled
+        return compiled
+
+    def _get_entities(
+        self, key: tuple[Any, ...], entity_type: str, build: Callable[[], Select[Any]]
+    ) -> Compiled:
+        """Compile a query of entities together with the query of their metadata.
+
+        The metadata is read by a second statement rather than aggregated
+        into each row, because D1 rejects any single value over about 2 MB
+        ("string or blob too big"), and the metadata of one entity may add
+        up to more than that.
+        """
+        compiled = self._cache.get(key)
+        if compiled is None:
+            query = build()
+            table = self.tables.for_entity(entity_type)
+            entries = self.tables.entries
+            owners = query.with_only_columns(table.c.id)
+            metadata = select(entries.c.entity_id, entries.c.key, entries.c.value).where(
+                entries.c.entity_type == literal_column(f"'{entity_type}'"),
+                entries.c.entity_id.in_(owners),
+            )
+            rows = self._compile(query)
+            compiled = Compiled(rows.sql, rows.names, self._compile(metadata))
             self._cache[key] = compiled
         return compiled
 
     # -- shared pieces -------------------------------------------------
 
-    def _metadata_json(self, entity_type: str, owner: Table) -> Any:
-        """A correlated subquery returning ``[[key, value], ...]`` as JSON text."""
-        entries = self.tables.entries
-        return (
-            select(func.json_group_array(func.json_array(entries.c.key, entries.c.value)))
-            .where(
-                entries.c.entity_type == literal_column(f"'{entity_type}'"),
-                entries.c.entity_id == owner.c.id,
-            )
-            .scalar_subquery()
-        )
-
-    def _columns(self, table: Table, names: Sequence[str], entity_type: str) -> list[Any]:
-        return [table.c[name] for name in names] + [self._metadata_json(entity_type, table)]
+    @staticmethod
+    def _columns(table: Table, names: Sequence[str]) -> list[Any]:
+        return [table.c[name] for name in names]
 
     def guard(self, table: Table, count: int) -> Compiled:
         """Check that ``count`` ids exist in ``table``, failing the batch if not.
@@ -133,6 +170,28 @@ class Queries:
 
         return self._get(("guard", table.name, count), build)
 
+    def size_guard(self, table: Table) -> Compiled:
+        """Check that one row of ``table`` is within a size, failing the batch if not.
+
+        Binds the check's index, the id and the limit. The failure message
+        carries the measured size after the index, such as
+        ``'d1store-guard:3:2000466'``. ``length(CAST(... AS BLOB))`` counts
+        UTF-8 bytes, as D1's row limit does.
+        """
+
+        def build() -> ClauseElement:
+            name = self.dialect.identifier_preparer.format_table(table)
+            size = " + ".join(
+                f"coalesce(length(CAST({name}.{self.dialect.identifier_preparer.quote(column.name)} AS BLOB)), 0)"
+                for column in table.columns
+            )
+            return text(
+                f"SELECT json_extract('{{}}', '{GUARD_MARKER}' || ? || ':' || ({size})) "
+                f"FROM {name} WHERE {name}.id = ? AND ({size}) > ?"
+            )
+
+        return self._get(("size_guard", table.name), build)
+
     # -- threads -------------------------------------------------------
 
     def thread_upsert(self) -> Compiled:
@@ -150,21 +209,26 @@ class Queries:
     def thread_get(self, *, by_resource: bool) -> Compiled:
         threads = self.tables.threads
 
-        def build() -> ClauseElement:
-            query = select(*self._columns(threads, THREAD_COLUMNS, "thread")).where(
+        def build() -> Select[Any]:
+            query = select(*self._columns(threads, THREAD_COLUMNS)).where(
                 threads.c.id == bindparam("id")
             )
             if by_resource:
                 query = query.where(threads.c.resource_id == bindparam("resource_id"))
             return query
 
-        return self._get(("thread_get", by_resource), build)
+        return self._get_entities(("thread_get", by_resource), "thread", build)
 
-    def _thread_filters(self, by_resource: bool, metadata_keys: int) -> list[ColumnElement[bool]]:
+    def _thread_filters(
+        self, by_resource: bool, metadata_keys: int, archived: bool | None
+    ) -> list[ColumnElement[bool]]:
         threads, entries = self.tables.threads, self.tables.entries
         filters: list[ColumnElement[bool]] = []
         if by_resource:
             filters.append(threads.c.resource_id == bindparam("resource_id"))
+        if archived is not None:
+            archived_at = threads.c.archived_at
+            filters.append(archived_at.is_not(None) if archived else archived_at.is_(None))
         for index in range(metadata_keys):
             filters.append(
                 exists().where(
@@ -177,46 +241,65 @@ class Queries:
         return filters
 
     def thread_list(
-        self, *, by_resource: bool, metadata_keys: int, order_by: str, descending: bool, paged: bool
+        self,
+        *,
+        by_resource: bool,
+        metadata_keys: int,
+        order_by: str,
+        descending: bool,
+        paged: bool,
+        archived: bool | None = None,
     ) -> Compiled:
         threads = self.tables.threads
 
-        def build() -> ClauseElement:
+        def build() -> Select[Any]:
             order_column, tie = threads.c[order_by], threads.c.id
             query = (
-                select(*self._columns(threads, THREAD_COLUMNS, "thread"))
-                .where(*self._thread_filters(by_resource, metadata_keys))
+                select(*self._columns(threads, THREAD_COLUMNS))
+                .where(*self._thread_filters(by_resource, metadata_keys, archived))
                 .order_by(*((order_column.desc(), tie.desc()) if descending else (order_column, tie)))
             )
             if paged:
                 query = query.limit(bindparam("limit")).offset(bindparam("offset"))
             return query
 
-        key = ("thread_list", by_resource, metadata_keys, order_by, descending, paged)
-        return self._get(key, build)
+        key = ("thread_list", by_resource, metadata_keys, order_by, descending, paged, archived)
+        return self._get_entities(key, "thread", build)
 
-    def thread_count(self, *, by_resource: bool, metadata_keys: int) -> Compiled:
+    def thread_count(
+        self, *, by_resource: bool, metadata_keys: int, archived: bool | None = None
+    ) -> Compiled:
         threads = self.tables.threads
 
         def build() -> ClauseElement:
             return (
                 select(func.count())
                 .select_from(threads)
-                .where(*self._thread_filters(by_resource, metadata_keys))
+                .where(*self._thread_filters(by_resource, metadata_keys, archived))
             )
 
-        return self._get(("thread_count", by_resource, metadata_keys), build)
+        return self._get(("thread_count", by_resource, metadata_keys, archived), build)
 
-    def thread_update(self, *, title: bool) -> Compiled:
+    def thread_update(self, *, title: bool, archived: bool | None = None) -> Compiled:
+        """Update ``updated_at``, the title if ``title``, and set (True) or clear (False) ``archived_at``.
+
+        Archiving an archived thread keeps its first ``archived_at``.
+        """
         threads = self.tables.threads
 
         def build() -> ClauseElement:
-            values: dict[str, Any] = {"updated_at": bindparam("updated_at")}
+            # max() because a concurrent message save may have committed a later
+            # time after this call took its timestamp; updated_at never goes back.
+            values: dict[str, Any] = {"updated_at": func.max(threads.c.updated_at, bindparam("updated_at"))}
             if title:
                 values["title"] = bindparam("title")
+            if archived is not None:
+                values["archived_at"] = (
+                    func.coalesce(threads.c.archived_at, bindparam("archived_at")) if archived else null()
+                )
             return update(threads).where(threads.c.id == bindparam("id")).values(values)
 
-        return self._get(("thread_update", title), build)
+        return self._get(("thread_update", title, archived), build)
 
     def thread_delete(self) -> list[Compiled]:
         """Delete a thread, its messages and all their metadata, in this order."""
@@ -287,7 +370,12 @@ class Queries:
                 set_={name: stmt.excluded[name] for name in MESSAGE_COLUMNS[1:]},
             )
 
-        compiled = self._get(("message_upsert", count), build)
+        key = ("message_upsert", count)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        compiled = self._get(key, build)
+        # Checked once per shape: the callers bind flattened rows.
         expected = tuple(f"{name}_{row}" for row in range(count) for name in MESSAGE_COLUMNS)
         assert compiled.names == expected, "message rows must bind in row, then column order"
         return compiled
@@ -295,12 +383,12 @@ class Queries:
     def message_get_many(self, count: int) -> Compiled:
         messages = self.tables.messages
 
-        def build() -> ClauseElement:
-            return select(*self._columns(messages, MESSAGE_COLUMNS, "message")).where(
+        def build() -> Select[Any]:
+            return select(*self._columns(messages, MESSAGE_COLUMNS)).where(
                 messages.c.id.in_(_ids(count))
             )
 
-        return self._get(("message_get_many", count), build)
+        return self._get_entities(("message_get_many", count), "message", build)
 
     def _message_filters(
         self, threads: int, by_resource: bool, start: bool, end: bool
@@ -326,9 +414,9 @@ class Queries:
     ) -> Compiled:
         messages = self.tables.messages
 
-        def build() -> ClauseElement:
+        def build() -> Select[Any]:
             query = (
-                select(*self._columns(messages, MESSAGE_COLUMNS, "message"))
+                select(*self._columns(messages, MESSAGE_COLUMNS))
                 .where(*self._message_filters(threads, by_resource, start, end))
                 .order_by(*self._message_order(descending))
             )
@@ -337,7 +425,7 @@ class Queries:
             return query
 
         key = ("message_list", threads, by_resource, start, end, descending, paged)
-        return self._get(key, build)
+        return self._get_entities(key, "message", build)
 
     def message_count(self, *, threads: int, by_resource: bool, start: bool, end: bool) -> Compiled:
         messages = self.tables.messages
@@ -352,7 +440,7 @@ class Queries:
         return self._get(("message_count", threads, by_resource, start, end), build)
 
     def message_window(self, *, before: bool, by_resource: bool) -> Compiled:
-        """Messages next to a target message, in the target's own thread.
+        """Select the messages next to a target message, in the target's own thread.
 
         ``before`` selects the target and the messages before it, newest
         first; otherwise the messages after it, oldest first. Both are
@@ -360,7 +448,7 @@ class Queries:
         """
         messages = self.tables.messages
 
-        def build() -> ClauseElement:
+        def build() -> Select[Any]:
             target = messages.alias("target")
 
             def of_target(column: str) -> Any:
@@ -378,7 +466,7 @@ class Queries:
                     and_(messages.c.created_at == created, messages.c.id > bindparam("target")),
                 )
             query = (
-                select(*self._columns(messages, MESSAGE_COLUMNS, "message"))
+                select(*self._columns(messages, MESSAGE_COLUMNS))
                 .where(messages.c.thread_id == of_target("thread_id"), position)
                 .order_by(*self._message_order(before))
                 .limit(bindparam("limit"))
@@ -388,14 +476,14 @@ class Queries:
                 query = query.where(messages.c.resource_id == bindparam("resource_id"))
             return query
 
-        return self._get(("message_window", before, by_resource), build)
+        return self._get_entities(("message_window", before, by_resource), "message", build)
 
     def message_last(self, *, by_resource: bool) -> Compiled:
         messages = self.tables.messages
 
-        def build() -> ClauseElement:
+        def build() -> Select[Any]:
             query = (
-                select(*self._columns(messages, MESSAGE_COLUMNS, "message"))
+                select(*self._columns(messages, MESSAGE_COLUMNS))
                 .where(messages.c.thread_id == bindparam("thread"))
                 .order_by(*self._message_order(True))
                 .limit(bindparam("limit"))
@@ -405,7 +493,7 @@ class Queries:
                 query = query.where(messages.c.resource_id == bindparam("resource_id"))
             return query
 
-        return self._get(("message_last", by_resource), build)
+        return self._get_entities(("message_last", by_resource), "message", build)
 
     def message_update(self, fields: tuple[str, ...]) -> Compiled:
         messages = self.tables.messages
@@ -519,12 +607,12 @@ class Queries:
     def resource_get(self) -> Compiled:
         resources = self.tables.resources
 
-        def build() -> ClauseElement:
-            return select(*self._columns(resources, RESOURCE_COLUMNS, "resource")).where(
+        def build() -> Select[Any]:
+            return select(*self._columns(resources, RESOURCE_COLUMNS)).where(
                 resources.c.id == bindparam("id")
             )
 
-        return self._get(("resource_get",), build)
+        return self._get_entities(("resource_get",), "resource", build)
 
     def resource_delete(self) -> Compiled:
         resources = self.tables.resources

@@ -10,12 +10,20 @@ from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
+from d1store.attachments import DEFAULT_THRESHOLD, AttachmentStore, make_codec
 from d1store.backends.base import Backend, Limits, Statement
 from d1store.backends.d1 import D1Backend, RetryPolicy
 from d1store.backends.sqlite import SQLiteBackend
-from d1store.errors import ValidationError
+from d1store.errors import BackendError, D1StoreError, ValidationError
+from d1store.migrations.version_table import (
+    HEAD_REVISION,
+    check_statements,
+    outdated_revision,
+    stamp_statement,
+)
 from d1store.repositories import MessageRepository, MetadataRepository, ResourceRepository, ThreadRepository
 from d1store.schema import Tables, build_tables, validate_prefix
 from d1store.session import Session, Unit
@@ -41,6 +49,12 @@ class D1Store:
     (default: D1's 2,000,000 bytes); ``retry``, ``timeout`` and
     ``base_url`` configure the D1 client.
 
+    ``attachments`` (an :class:`~d1store.attachments.AttachmentStore`, or a
+    directory path) moves inline base64 payloads of at least
+    ``attachment_threshold`` characters out of message content into that
+    store. ``attachment_mode="inline"`` puts them back on every read;
+    ``"reference"`` leaves the references for :attr:`attachments` to open.
+
     The repositories ``threads``, ``messages``, ``metadata`` and
     ``resources`` run each call as one atomic request; :meth:`session`
     groups several writes into one.
@@ -55,8 +69,12 @@ class D1Store:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         base_url: str | None = None,
+        attachments: AttachmentStore | str | os.PathLike[str] | None = None,
+        attachment_threshold: int = DEFAULT_THRESHOLD,
+        attachment_mode: str = "inline",
     ) -> None:
         self.table_prefix = validate_prefix(table_prefix)
+        self.attachments = make_codec(attachments, attachment_threshold, attachment_mode)
         limits = (
             Limits()
             if max_row_bytes is None
@@ -65,7 +83,7 @@ class D1Store:
         self.backend: Backend = _make_backend(target, limits, retry=retry, timeout=timeout, base_url=base_url)
         self.tables: Tables = build_tables(self.table_prefix)
         self.queries = Queries(self.tables, self.backend.dialect, limits.max_params)
-        unit = Unit(self.backend, self.queries)
+        unit = Unit(self.backend, self.queries, attachments=self.attachments)
         self.threads = ThreadRepository(unit)
         self.messages = MessageRepository(unit)
         self.metadata = MetadataRepository(unit)
@@ -105,10 +123,15 @@ class D1Store:
     def _with_backend(cls, backend: Backend, table_prefix: str, options: Mapping[str, Any]) -> D1Store:
         store = cls.__new__(cls)
         store.table_prefix = validate_prefix(table_prefix)
+        store.attachments = make_codec(
+            options.get("attachments"),
+            options.get("attachment_threshold", DEFAULT_THRESHOLD),
+            options.get("attachment_mode", "inline"),
+        )
         store.backend = backend
         store.tables = build_tables(store.table_prefix)
         store.queries = Queries(store.tables, backend.dialect, backend.limits.max_params)
-        unit = Unit(backend, store.queries)
+        unit = Unit(backend, store.queries, attachments=store.attachments)
         store.threads = ThreadRepository(unit)
         store.messages = MessageRepository(unit)
         store.metadata = MetadataRepository(unit)
@@ -122,24 +145,39 @@ class D1Store:
 
     def session(self) -> Session:
         """Start a unit of work whose writes are applied atomically at the end."""
-        return Session(self.backend, self.queries)
+        return Session(self.backend, self.queries, attachments=self.attachments)
 
     def init(self) -> None:
         """Create every missing table and index, atomically.
 
         Idempotent and safe to run from several processes at once: every
         statement is ``CREATE ... IF NOT EXISTS`` and all of them run in
-        one transaction (one batch request on D1).
+        one transaction (one batch request on D1). A new schema is stamped
+        with the newest Alembic revision in ``{prefix}alembic_version``, so
+        that later upgrades start from it. Raises :class:`D1StoreError` when
+        Alembic left the schema at an older revision: run ``d1store db
+        upgrade`` then.
         """
         dialect = self.backend.dialect
-        statements = []
+        statements = check_statements(self.table_prefix, dialect)
         for table in self.tables.metadata.sorted_tables:
             statements.append(Statement(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect))))
             for index in sorted(table.indexes, key=lambda item: str(item.name)):
                 statements.append(
                     Statement(str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect)))
                 )
-        self.backend.execute(statements, write=True)
+        statements.append(stamp_statement(self.table_prefix, dialect))
+        try:
+            self.backend.execute(statements, write=True)
+        except BackendError as exc:
+            revision = outdated_revision(exc)
+            if revision is None:
+                raise
+            raise D1StoreError(
+                f"the schema of table prefix {self.table_prefix!r} is at migration revision {revision}, "
+                f"older than {HEAD_REVISION}; run `d1store db upgrade` (or `alembic upgrade head`) "
+                "instead of init()"
+            ) from None
         logger.info("d1store schema ready on %s", self.backend.describe())
 
     def close(self) -> None:
@@ -218,7 +256,13 @@ def _make_backend(
     url = target.url if isinstance(target, Engine) else _parse_url(target)
     backend = url.get_backend_name()
     if backend == "sqlite":
-        engine = target if isinstance(target, Engine) else create_engine(url)
+        try:
+            engine = target if isinstance(target, Engine) else _sqlite_engine(url)
+        except sqlalchemy.exc.ArgumentError:
+            # Such as a host or password in the URL, which SQLite has no use for.
+            raise ValidationError(
+                f"invalid SQLite URL {mask_url(url)!r}: use sqlite:///RELATIVE/PATH or sqlite:////ABSOLUTE/PATH"
+            ) from None
         return SQLiteBackend(engine, limits=limits, owns_engine=not isinstance(target, Engine))
     if backend == "cloudflare_d1":
         if isinstance(target, Engine):
@@ -240,13 +284,29 @@ def _make_backend(
     )
 
 
+def _sqlite_engine(url: sqlalchemy.URL) -> Engine:
+    if url.database in (None, "", ":memory:"):
+        # An in-memory database lives in one connection. SQLAlchemy's default
+        # pool gives each thread its own connection, and so its own empty
+        # database, so every thread shares this one (the backend serialises it).
+        return create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    return create_engine(url)
+
+
 def _parse_url(target: str | sqlalchemy.URL) -> sqlalchemy.URL:
     try:
         return sqlalchemy.make_url(target)
-    except (sqlalchemy.exc.ArgumentError, TypeError):
-        # The text may contain a token, so only its scheme is shown.
-        scheme = str(target).split(":", 1)[0] if isinstance(target, str) else type(target).__name__
+    except (sqlalchemy.exc.ArgumentError, TypeError, ValueError):
+        # ValueError: a port that is not a number. The text may contain a
+        # token, so only its scheme is shown, and only when it has one: a
+        # token pasted in place of the URL has no "://".
+        if not isinstance(target, str):
+            what = f"type {type(target).__name__}"
+        elif "://" in target:
+            what = f"scheme {target.split('://', 1)[0]!r}"
+        else:
+            what = "no scheme://"
         raise ValidationError(
-            f"invalid database URL (scheme {scheme!r}): use sqlite:///PATH or "
+            f"invalid database URL ({what}): use sqlite:///PATH or "
             "cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID"
         ) from None

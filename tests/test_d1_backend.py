@@ -129,13 +129,29 @@ def test_hundred_params_pass_and_101_fail(backend: D1Backend) -> None:
     assert result.rows == [tuple(range(100))]
 
     over = Statement("SELECT " + ", ".join(["?"] * 101), tuple(range(101)))
-    with pytest.raises(BackendError) as caught:
+    with pytest.raises(BackendError, match="statement 0 binds 101 parameters") as refused:
         backend.execute([over], write=False)
+    # The client-side check of the same limit sends nothing.
+    assert refused.value.transient is False
+    assert backend.attempt_count == 1
 
+
+def test_engine_rejects_101_params(server: LocalD1Server) -> None:
+    # With the client-side check lifted, D1 itself rejects the statement.
+    lifted = D1Backend(
+        server.account_id,
+        server.database_id,
+        server.api_token,
+        base_url=server.base_url,
+        limits=Limits(max_params=1_000),
+    )
+    over = Statement("SELECT " + ", ".join(["?"] * 101), tuple(range(101)))
+    with lifted, pytest.raises(BackendError) as caught:
+        lifted.execute([over], write=False)
     # The local engine reports: "D1_ERROR: too many SQL variables at offset 207: SQLITE_ERROR".
-    assert "too many SQL variables" in caught.value.message
+    assert "too many SQL variables at offset" in caught.value.message
     assert caught.value.transient is False
-    assert backend.attempt_count == 2
+    assert lifted.attempt_count == 1
 
 
 def test_request_too_large_is_not_sent(server: LocalD1Server) -> None:

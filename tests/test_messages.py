@@ -292,3 +292,14 @@ def test_bad_message_rejected_with_field(fields: dict[str, object], message: str
 def test_list_rejects_too_many_threads(thread_store: D1Store) -> None:
     with pytest.raises(ValidationError, match="invalid thread_id"):
         thread_store.messages.list([f"t{index}" for index in range(200)])
+
+
+def test_save_repeated_id_last_wins(thread_store: D1Store) -> None:
+    saved = thread_store.messages.save(
+        [msg("a", content="first", metadata={"x": 1}), msg("b"), msg("a", content="second", metadata={"y": 2})]
+    )
+    assert ids(saved) == ["a", "b"]
+    stored = thread_store.messages.get("a")
+    assert stored is not None
+    assert stored.content == "second"
+    assert stored.metadata == {"y": 2}

@@ -1,4 +1,4 @@
-"""What every backend offers the data mapper.
+"""The interface between the data mapper and its backends.
 
 A backend runs a list of SQL statements as one atomic unit: one transaction
 on SQLite, one ``batch`` request on D1. The repositories build the same
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect
+
+from d1store.errors import BackendError, RequestTooLargeError
 
 __all__ = ["Backend", "Limits", "Result", "Statement"]
 
@@ -48,6 +50,38 @@ class Limits:
     # ("too many terms in compound SELECT"); 5 was measured on the local engine.
     max_compound_terms: int = 5
     max_request_bytes: int = 50_000_000
+
+    def check(self, statements: Sequence[Statement]) -> None:
+        """Raise :class:`BackendError` for a statement that D1 would reject.
+
+        D1 refuses more than 100 bound parameters ("too many SQL variables")
+        and more than 100,000 bytes of SQL ("statement too long"). SQLite
+        accepts both, so this check makes a test on SQLite fail where D1
+        would. A list whose text and string values add up to more than
+        ``max_request_bytes`` raises :class:`RequestTooLargeError`, as it
+        would on D1, where it is one request body.
+        """
+        total = 0
+        for index, statement in enumerate(statements):
+            if len(statement.params) > self.max_params:
+                raise BackendError(
+                    f"too many SQL variables: statement {index} binds {len(statement.params)} "
+                    f"parameters, over the limit of {self.max_params}"
+                )
+            sql_size = len(statement.sql)
+            if sql_size * 4 > self.max_sql_bytes and len(statement.sql.encode()) > self.max_sql_bytes:
+                raise BackendError(
+                    f"statement too long: statement {index} has {len(statement.sql.encode()):,} bytes "
+                    f"of SQL, over the limit of {self.max_sql_bytes:,}"
+                )
+            total += sql_size
+            # filter() and map() keep this per-value loop in C: it runs for every bound value.
+            strings = list(filter(str.__instancecheck__, statement.params))
+            total += sum(map(len, strings)) + 8 * (len(statement.params) - len(strings))
+        # Characters, not bytes: an estimate that the D1 backend refines on
+        # the exact request body.
+        if total > self.max_request_bytes:
+            raise RequestTooLargeError(total, self.max_request_bytes, "request size in characters")
 
 
 class Backend(Protocol):

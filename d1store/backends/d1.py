@@ -299,7 +299,7 @@ class D1Backend:
 
         self.account_id = account_id
         self.database_id = database_id
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _checked_base_url(base_url.rstrip("/"))
         # Annotated as the protocol declares it: a settable attribute is invariant.
         self.dialect: Dialect = CloudflareD1Dialect()
         # The dialect compiles positional "?" placeholders, as Statement requires.
@@ -342,7 +342,11 @@ class D1Backend:
         )
         _ensure(
             bool(parsed.username and parsed.password and parsed.host),
-            f"invalid D1 URL: expected cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID (got {parsed!r})",
+            # No part of the URL is shown: a token may sit in any of them.
+            "invalid D1 URL: expected cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID "
+            f"(account id {'present' if parsed.username else 'missing'}, "
+            f"token {'present' if parsed.password else 'missing'}, "
+            f"database id {'present' if parsed.host else 'missing'})",
         )
         options = dict(parsed.query)
         unknown = set(options) - {"base_url", "timeout", "max_attempts"}
@@ -370,6 +374,8 @@ class D1Backend:
         """
         if not statements:
             return []
+        # Checked here too, so that an oversized statement costs no request.
+        self.limits.check(statements)
         body = self._encode(statements)
         with self._counter_lock:
             self.request_count += 1
@@ -500,6 +506,17 @@ class D1Backend:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _checked_base_url(base_url: str) -> str:
+    """Return ``base_url`` if httpx can send to it, else raise :class:`ValidationError`."""
+    try:
+        parsed = httpx.URL(base_url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise ValidationError(f"invalid D1 base URL {base_url!r}: {exc}; use http(s)://HOST[:PORT]/PATH") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValidationError(f"invalid D1 base URL {base_url!r}: use http(s)://HOST[:PORT]/PATH")
+    return base_url
 
 
 def _describe(failure: _Failure) -> str:

@@ -1,16 +1,17 @@
 """SQLite backend: statement lists run as one transaction.
 
-Statements go straight to the ``sqlite3`` connection that SQLAlchemy's pool
-hands out, with the transaction managed here: ``BEGIN IMMEDIATE`` for
-writes, so that two writers queue on SQLite's busy timeout instead of
-failing when a read lock cannot be upgraded, and a plain ``BEGIN`` for
-reads, so that the statements of one read see one snapshot.
+Statements go straight to the ``sqlite3`` connection from SQLAlchemy's pool,
+and this module manages the transaction. Writes start with ``BEGIN
+IMMEDIATE``, so that two writers queue on SQLite's busy timeout instead of
+failing when a read lock cannot be upgraded. Reads start with a plain
+``BEGIN``, so that the statements of one read see one snapshot.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,9 @@ class SQLiteBackend:
         self.limits = limits or Limits()
         self.request_count = 0
         self._in_memory = engine.url.database in (None, "", ":memory:")
+        # Transactions of an in-memory database share one connection, so
+        # they must not interleave.
+        self._memory_lock = threading.Lock() if self._in_memory else None
         event.listen(engine, "connect", self._configure)
 
     def _configure(self, dbapi_connection: Any, _record: Any) -> None:
@@ -69,7 +73,14 @@ class SQLiteBackend:
         """Run ``statements`` in one transaction and return their results."""
         if not statements:
             return []
+        self.limits.check(statements)
         self.request_count += 1
+        if self._memory_lock is not None:
+            with self._memory_lock:
+                return self._execute(statements, write)
+        return self._execute(statements, write)
+
+    def _execute(self, statements: Sequence[Statement], write: bool) -> list[Result]:
         pooled = self.engine.raw_connection()
         try:
             connection: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import builtins
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import EllipsisType
 from typing import Any, NamedTuple
 
+from pydantic import ValidationError as PydanticValidationError
+
+from d1store.backends.base import Statement
 from d1store.encoding import as_utc, check_json, clock, dump_json, format_timestamp
 from d1store.errors import ValidationError
 from d1store.models import ROLES, Include, Message, Page
@@ -16,13 +20,14 @@ from d1store.repositories._common import (
     add_entries,
     check_row_size,
     delete_entries,
+    entities,
     entry_rows,
     id_of,
     merge_entries,
     message_from_row,
     metadata_of,
 )
-from d1store.repositories.threads import check_paging
+from d1store.repositories.threads import MAX_COUNT, check_paging
 from d1store.session import Batch
 from d1store.statements import MESSAGE_COLUMNS
 
@@ -40,7 +45,13 @@ def _as_message(value: Message | Mapping[str, Any]) -> Message:
     if isinstance(value, Message):
         return value
     if isinstance(value, Mapping):
-        return Message.model_validate(value)
+        try:
+            return Message.model_validate(value)
+        except PydanticValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+            )
+            raise ValidationError(f"invalid message {value.get('id')!r}: {problems}") from exc
     raise ValidationError(f"invalid message {value!r:.80}: pass a Message or a mapping of its fields")
 
 
@@ -53,6 +64,9 @@ def _as_include(value: Include | Mapping[str, Any] | str) -> Include:
 
 
 def _content_json(message_id: str, content: Any) -> str:
+    if type(content) is str and content.isascii():
+        # ASCII text is valid JSON text and holds no lone surrogate.
+        return dump_json(content)
     if content is None or not isinstance(content, (str, builtins.list, dict)):
         raise ValidationError(
             f"invalid content of message {message_id!r}: use a string, list or object, got {content!r:.60}"
@@ -62,6 +76,40 @@ def _content_json(message_id: str, content: Any) -> str:
     except ValueError as exc:
         raise ValidationError(f"message {message_id!r}: {exc}") from None
     return dump_json(content)
+
+
+def _stamped(record: Message, stamp: datetime) -> Message:
+    # Same result as record.model_copy(update={"created_at": stamp}) at half
+    # the cost, which counts when a save stamps thousands of messages. The
+    # attributes set are those that BaseModel documents for its instances.
+    if type(record) is not Message:
+        return record.model_copy(update={"created_at": stamp})
+    copy = Message.__new__(Message)
+    fields = record.__dict__.copy()
+    fields["created_at"] = stamp
+    object.__setattr__(copy, "__dict__", fields)
+    object.__setattr__(copy, "__pydantic_fields_set__", record.__pydantic_fields_set__ | {"created_at"})
+    object.__setattr__(copy, "__pydantic_extra__", None)
+    object.__setattr__(copy, "__pydantic_private__", None)
+    return copy
+
+
+def _message_row(record: Message, max_row_bytes: int) -> tuple[Any, ...]:
+    """Return the row of ``record`` in ``MESSAGE_COLUMNS`` order, checked against the row limit."""
+    row = (
+        record.id,
+        record.thread_id,
+        record.resource_id,
+        record.role,
+        record.type,
+        _content_json(record.id, record.content),
+        format_timestamp(record.created_at),
+    )
+    # A character takes at most 4 bytes in UTF-8, so short rows need no exact check.
+    characters = sum(map(len, filter(None, row)))
+    if characters * 4 > max_row_bytes:
+        check_row_size(max_row_bytes, record.id, dict(zip(MESSAGE_COLUMNS, row, strict=True)))
+    return row
 
 
 class MessageRepository(Repository):
@@ -80,27 +128,25 @@ class MessageRepository(Repository):
         records = [_as_message(item) for item in messages]
         if not records:
             return []
+        if len({record.id for record in records}) < len(records):
+            # The last record of a repeated id wins whole, metadata included.
+            records = list({record.id: record for record in records}.values())
         implicit = [
             index for index, record in enumerate(records) if "created_at" not in record.model_fields_set
         ]
         for index, stamp in zip(implicit, clock.next(len(implicit)), strict=True):
-            records[index] = records[index].model_copy(update={"created_at": stamp})
+            records[index] = _stamped(records[index], stamp)
+        plan = None
+        if self._unit.attachments is not None:
+            plan = self._unit.attachments.offload_messages(records)
+            records = plan.stored
 
         rows: builtins.list[tuple[Any, ...]] = []
         entries: builtins.list[tuple[str, str, str, str]] = []
         for record in records:
-            row = (
-                record.id,
-                record.thread_id,
-                record.resource_id,
-                record.role,
-                record.type,
-                _content_json(record.id, record.content),
-                format_timestamp(record.created_at),
-            )
-            check_row_size(self._max_row_bytes, record.id, dict(zip(MESSAGE_COLUMNS, row, strict=True)))
-            rows.append(row)
-            entries.extend(entry_rows(self._max_row_bytes, "message", record.id, record.metadata))
+            rows.append(_message_row(record, self._max_row_bytes))
+            if record.metadata:
+                entries.extend(entry_rows(self._max_row_bytes, "message", record.id, record.metadata))
 
         ids = [row[0] for row in rows]
         thread_ids = list(dict.fromkeys(row[1] for row in rows))
@@ -113,13 +159,14 @@ class MessageRepository(Repository):
         size = self._queries.chunk_size(len(MESSAGE_COLUMNS))
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            flat = [value for row in chunk for value in row]
-            batch.add(self._queries.message_upsert(len(chunk)).bind_flat(flat))
+            batch.add(self._queries.message_upsert(len(chunk)).bind_flat(itertools.chain.from_iterable(chunk)))
         delete_entries(batch, "message", ids)
         add_entries(batch, entries)
         self._touch_threads(batch, thread_ids, newest)
+        if plan is not None:
+            plan.upload()
         self._unit.submit(batch)
-        return records
+        return records if plan is None else plan.returned
 
     def _touch_threads(self, batch: Batch, thread_ids: Sequence[str], stamp: str) -> None:
         size = self._queries.chunk_size(1) - 1
@@ -133,6 +180,11 @@ class MessageRepository(Repository):
             chunk = message_ids[start : start + size]
             batch.add(self._queries.touch_threads_of_messages(len(chunk)).bind_flat((stamp, *chunk)))
 
+    def _restore(self, messages: builtins.list[Message]) -> builtins.list[Message]:
+        # Puts offloaded attachments back into the content (inline mode).
+        codec = self._unit.attachments
+        return messages if codec is None else codec.restore(messages)
+
     def get(self, message_id: str) -> Message | None:
         """Return the message, or ``None`` if it does not exist."""
         found = self.get_many([message_id])
@@ -144,19 +196,23 @@ class MessageRepository(Repository):
         Unknown ids are skipped. Any number of ids is accepted; they are
         split across statements of one request.
         """
-        unique = list(dict.fromkeys(id_of("message id", item) for item in ids))
+        unique = _unique_ids(ids)
         if not unique:
             return []
         size = self._queries.chunk_size(1)
-        statements = [
-            self._queries.message_get_many(len(chunk)).bind_flat(chunk)
-            for chunk in (unique[start : start + size] for start in range(0, len(unique), size))
-        ]
+        statements: builtins.list[Statement] = []
+        for start in range(0, len(unique), size):
+            chunk = unique[start : start + size]
+            compiled = self._queries.message_get_many(len(chunk))
+            values = {f"id_{index}": item for index, item in enumerate(chunk)}
+            statements.extend(compiled.bind_with_metadata(values))
+        results = self._unit.read(statements)
         found: dict[str, Message] = {}
-        for result in self._unit.read(statements):
-            for row in result.rows:
-                found[row[0]] = message_from_row(row)
-        return [found[item] for item in unique if item in found]
+        for position in range(0, len(results), 2):
+            rows, metadata = entities(results, position)
+            for row in rows:
+                found[row[0]] = message_from_row(row, metadata)
+        return self._restore([found[item] for item in unique if item in found])
 
     def list(
         self,
@@ -204,23 +260,30 @@ class MessageRepository(Repository):
             listing = self._queries.message_list(
                 **shape._asdict(), descending=bool(descending), paged=per_page is not None
             )
-            statements.append(listing.bind(values))
-        statements.extend(self._windows(include, resource_id))
+            statements.extend(listing.bind_with_metadata(values))
+        windows = self._windows(include, resource_id)
+        statements.extend(windows)
 
         results = self._unit.read(statements)
         total = results[0].rows[0][0]
         page_rows = results[1].rows if per_page != 0 else []
         chosen: dict[str, Message] = {}
-        for result in results[1:]:
-            for row in result.rows:
+        # After the count, results come in pairs: rows, then their metadata.
+        for position in range(1, len(results), 2):
+            rows, metadata = entities(results, position)
+            for row in rows:
                 if row[0] not in chosen:
-                    chosen[row[0]] = message_from_row(row)
-        items = sorted(chosen.values(), key=lambda item: (item.created_at, item.id), reverse=bool(descending))
+                    chosen[row[0]] = message_from_row(row, metadata)
+        items = builtins.list(chosen.values())
+        if windows:
+            # The page arrives in order; included neighbours must be merged in.
+            items.sort(key=lambda item: (item.created_at, item.id), reverse=bool(descending))
+        items = self._restore(items)
         has_more = bool(per_page) and page * (per_page or 0) + len(page_rows) < total
         return Page[Message](items=items, total=total, page=page, per_page=per_page, has_more=has_more)
 
-    def _windows(self, include: Iterable[Any], resource_id: str | None) -> builtins.list[Any]:
-        statements = []
+    def _windows(self, include: Iterable[Any], resource_id: str | None) -> builtins.list[Statement]:
+        statements: builtins.list[Statement] = []
         by_resource = resource_id is not None
         for item in include:
             target = _as_include(item)
@@ -228,22 +291,22 @@ class MessageRepository(Repository):
             if by_resource:
                 values["resource_id"] = resource_id
             before = self._queries.message_window(before=True, by_resource=by_resource)
-            statements.append(before.bind({**values, "limit": target.previous + 1}))
+            statements.extend(before.bind_with_metadata({**values, "limit": target.previous + 1}))
             if target.next:
                 after = self._queries.message_window(before=False, by_resource=by_resource)
-                statements.append(after.bind({**values, "limit": target.next}))
+                statements.extend(after.bind_with_metadata({**values, "limit": target.next}))
         return statements
 
     def last(self, thread_id: str, n: int, *, resource_id: str | None = None) -> builtins.list[Message]:
         """Return the newest ``n`` messages of a thread, oldest of them first."""
-        if not isinstance(n, int) or n < 0:
-            raise ValidationError(f"invalid n {n!r}: use a count of 0 or more")
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_COUNT:
+            raise ValidationError(f"invalid n {n!r}: use a count from 0 to 2**53")
         values: dict[str, Any] = {"thread": id_of("thread_id", thread_id), "limit": n, "offset": 0}
         if resource_id is not None:
             values["resource_id"] = id_of("resource_id", resource_id)
-        statement = self._queries.message_last(by_resource=resource_id is not None).bind(values)
-        rows = self._unit.read([statement])[0].rows
-        return [message_from_row(row) for row in reversed(rows)]
+        query = self._queries.message_last(by_resource=resource_id is not None)
+        rows, metadata = entities(self._unit.read(query.bind_with_metadata(values)), 0)
+        return self._restore([message_from_row(row, metadata) for row in reversed(rows)])
 
     def update(
         self,
@@ -267,6 +330,10 @@ class MessageRepository(Repository):
             if role not in ROLES:
                 raise ValidationError(f"invalid role {role!r}: use user, assistant, system or tool")
             values["role"] = role
+        plan = None
+        if content is not ... and self._unit.attachments is not None:
+            plan = self._unit.attachments.offload_contents([(message_id, content)])
+            content = plan.stored[0]
         if content is not ...:
             values["content"] = _content_json(message_id, content)
         if thread_id is not ...:
@@ -285,16 +352,21 @@ class MessageRepository(Repository):
         fields = tuple(name for name in ("role", "content", "thread_id") if name in values)
         if fields:
             batch.add(self._queries.message_update(fields).bind(values))
+            batch.limit_row_size("message", message_id)
             if "thread_id" in values:
                 self._touch_owners(batch, [message_id], stamp)
         merge_entries(batch, self._max_row_bytes, "message", message_id, changes)
+        if plan is not None:
+            plan.upload()
         if self._unit.deferred:
             self._unit.submit(batch)
             return None
-        read_at = batch.add(self._queries.message_get_many(1).bind_flat([message_id]))
+        read_at = len(batch.statements)
+        batch.extend(self._queries.message_get_many(1).bind_with_metadata({"id_0": message_id}))
         results = self._unit.submit(batch)
         assert results is not None
-        return message_from_row(results[read_at].rows[0])
+        rows, metadata = entities(results, read_at)
+        return self._restore([message_from_row(rows[0], metadata)])[0]
 
     def delete(self, ids: Iterable[str]) -> int | None:
         """Delete messages and their metadata; return how many were removed.
@@ -305,7 +377,7 @@ class MessageRepository(Repository):
         the count can be lower than the number of messages that existed.
         Returns ``None`` inside a session.
         """
-        unique = list(dict.fromkeys(id_of("message id", item) for item in ids))
+        unique = _unique_ids(ids)
         if not unique:
             return None if self._unit.deferred else 0
         stamp = format_timestamp(clock.next(1)[0])
@@ -323,7 +395,17 @@ class MessageRepository(Repository):
         return sum(results[position].changes for position in positions)
 
 
+def _unique_ids(ids: Iterable[str]) -> builtins.list[str]:
+    if isinstance(ids, str):
+        # A string is iterable too, and would be read as one id per character.
+        raise ValidationError(f"invalid ids {ids!r}: pass a list of message ids, for example [{ids!r}]")
+    return list(dict.fromkeys(id_of("message id", item) for item in ids))
+
+
 def _datetime(field: str, value: object) -> datetime:
     if not isinstance(value, datetime):
         raise ValidationError(f"invalid {field} {value!r}: use a datetime")
-    return as_utc(value)
+    try:
+        return as_utc(value)
+    except ValueError as exc:
+        raise ValidationError(f"invalid {field}: {exc}") from None

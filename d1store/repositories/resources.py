@@ -14,6 +14,7 @@ from d1store.repositories._common import (
     add_entries,
     check_row_size,
     delete_entries,
+    entities,
     entry_rows,
     id_of,
     merge_entries,
@@ -29,9 +30,9 @@ class ResourceRepository(Repository):
 
     def get(self, resource_id: str) -> Resource | None:
         """Return the resource, or ``None`` if it does not exist."""
-        statement = self._queries.resource_get().bind({"id": id_of("resource_id", resource_id)})
-        rows = self._unit.read([statement])[0].rows
-        return resource_from_row(rows[0]) if rows else None
+        statement = self._queries.resource_get().bind_with_metadata({"id": id_of("resource_id", resource_id)})
+        rows, metadata = entities(self._unit.read(statement), 0)
+        return resource_from_row(rows[0], metadata) if rows else None
 
     def save(self, resource: Resource | Mapping[str, Any]) -> Resource:
         """Insert ``resource`` or replace the stored one, metadata included."""
@@ -90,14 +91,18 @@ class ResourceRepository(Repository):
         batch = self._unit.batch()
         upsert = self._queries.resource_upsert(working_memory=working_memory is not ..., replace=False)
         batch.add(upsert.bind(row))
+        if working_memory is not ...:
+            batch.limit_row_size("resource", resource_id)
         merge_entries(batch, self._max_row_bytes, "resource", resource_id, changes)
         if self._unit.deferred:
             self._unit.submit(batch)
             return None
-        read_at = batch.add(self._queries.resource_get().bind({"id": resource_id}))
+        read_at = len(batch.statements)
+        batch.extend(self._queries.resource_get().bind_with_metadata({"id": resource_id}))
         results = self._unit.submit(batch)
         assert results is not None
-        return resource_from_row(results[read_at].rows[0])
+        rows, metadata = entities(results, read_at)
+        return resource_from_row(rows[0], metadata)
 
     def delete(self, resource_id: str) -> bool | None:
         """Delete the resource and its metadata; return whether it existed.

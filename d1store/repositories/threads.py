@@ -14,6 +14,7 @@ from d1store.repositories._common import (
     add_entries,
     check_row_size,
     delete_entries,
+    entities,
     entry_rows,
     id_of,
     merge_entries,
@@ -26,12 +27,38 @@ __all__ = ["ThreadRepository"]
 OrderBy = Literal["created_at", "updated_at"]
 
 
+#: Largest row count or offset accepted: D1 sends numbers as JSON doubles,
+#: exact up to 2**53, and SQLite's integers stop at 2**63 - 1.
+MAX_COUNT = 2**53
+
+
 def check_paging(page: int, per_page: int | None) -> None:
-    """Raise :class:`ValidationError` for a negative page or page size."""
-    if not isinstance(page, int) or page < 0:
-        raise ValidationError(f"invalid page {page!r}: pages are numbered from 0")
-    if per_page is not None and (not isinstance(per_page, int) or per_page < 0):
-        raise ValidationError(f"invalid per_page {per_page!r}: use a number from 0, or None for all")
+    """Raise :class:`ValidationError` for a negative or out-of-range page or page size."""
+    if not isinstance(page, int) or isinstance(page, bool) or not 0 <= page <= MAX_COUNT:
+        raise ValidationError(f"invalid page {page!r}: pages are numbered from 0 to 2**53")
+    if per_page is not None and (
+        not isinstance(per_page, int) or isinstance(per_page, bool) or not 0 <= per_page <= MAX_COUNT
+    ):
+        raise ValidationError(f"invalid per_page {per_page!r}: use a number from 0 to 2**53, or None for all")
+    if per_page is not None and page * per_page > MAX_COUNT:
+        raise ValidationError(
+            f"invalid page {page!r}: page * per_page is over 2**53 rows; request an earlier page"
+        )
+
+
+#: Most keys in one metadata filter. Each key adds a condition to one
+#: statement, and D1 rejects expressions nested more than 100 deep
+#: ("Expression tree is too large"); 39 keys passed on the local D1 engine.
+MAX_FILTER_KEYS = 32
+
+
+def check_metadata_filter(filters: dict[str, Any]) -> None:
+    """Raise :class:`ValidationError` when a metadata filter has too many keys for one statement."""
+    if len(filters) > MAX_FILTER_KEYS:
+        raise ValidationError(
+            f"invalid metadata filter with {len(filters)} keys: at most {MAX_FILTER_KEYS} keys fit "
+            "one statement; filter on fewer keys and narrow the result in Python"
+        )
 
 
 class ThreadRepository(Repository):
@@ -45,9 +72,9 @@ class ThreadRepository(Repository):
         values = {"id": id_of("thread_id", thread_id)}
         if resource_id is not None:
             values["resource_id"] = id_of("resource_id", resource_id)
-        statement = self._queries.thread_get(by_resource=resource_id is not None).bind(values)
-        rows = self._unit.read([statement])[0].rows
-        return thread_from_row(rows[0]) if rows else None
+        statement = self._queries.thread_get(by_resource=resource_id is not None).bind_with_metadata(values)
+        rows, metadata = entities(self._unit.read(statement), 0)
+        return thread_from_row(rows[0], metadata) if rows else None
 
     def list(
         self,
@@ -58,17 +85,23 @@ class ThreadRepository(Repository):
         per_page: int | None = 100,
         order_by: OrderBy = "created_at",
         descending: bool = True,
+        archived: bool | None = None,
     ) -> Page[Thread]:
         """Return one page of threads, newest first by default.
 
         ``metadata`` keeps the threads whose metadata has every given key
-        with an equal value of the same JSON type. ``per_page=None``
-        returns every match. Ties in ``order_by`` are ordered by id.
+        with an equal value of the same JSON type. ``archived`` keeps only
+        archived threads (True) or only active ones (False); ``None``
+        keeps both. ``per_page=None`` returns every match. Ties in
+        ``order_by`` are ordered by id.
         """
         check_paging(page, per_page)
+        if archived is not None and not isinstance(archived, bool):
+            raise ValidationError(f"invalid archived {archived!r}: use True, False or None")
         if order_by not in ("created_at", "updated_at"):
             raise ValidationError(f"invalid order_by {order_by!r}: use 'created_at' or 'updated_at'")
         filters = metadata_of("metadata filter", metadata or {})
+        check_metadata_filter(filters)
         values: dict[str, Any] = {}
         if resource_id is not None:
             values["resource_id"] = id_of("resource_id", resource_id)
@@ -76,7 +109,8 @@ class ThreadRepository(Repository):
             values[f"key_{index}"] = key
             values[f"value_{index}"] = dump_json(value)
         by_resource, keys = resource_id is not None, len(filters)
-        statements = [self._queries.thread_count(by_resource=by_resource, metadata_keys=keys).bind(values)]
+        count = self._queries.thread_count(by_resource=by_resource, metadata_keys=keys, archived=archived)
+        statements = [count.bind(values)]
         if per_page != 0:
             paged = per_page is not None
             if paged:
@@ -88,11 +122,15 @@ class ThreadRepository(Repository):
                 order_by=order_by,
                 descending=bool(descending),
                 paged=paged,
+                archived=archived,
             )
-            statements.append(listing.bind(values))
+            statements.extend(listing.bind_with_metadata(values))
         results = self._unit.read(statements)
         total = results[0].rows[0][0]
-        items = [thread_from_row(row) for row in results[1].rows] if per_page != 0 else []
+        items = []
+        if per_page != 0:
+            rows, metadata = entities(results, 1)
+            items = [thread_from_row(row, metadata) for row in rows]
         has_more = bool(per_page) and page * (per_page or 0) + len(items) < total
         return Page[Thread](items=items, total=total, page=page, per_page=per_page, has_more=has_more)
 
@@ -110,6 +148,7 @@ class ThreadRepository(Repository):
             "title": record.title,
             "created_at": format_timestamp(record.created_at),
             "updated_at": format_timestamp(record.updated_at),
+            "archived_at": None if record.archived_at is None else format_timestamp(record.archived_at),
         }
         check_row_size(self._max_row_bytes, record.id, row)
         entries = entry_rows(self._max_row_bytes, "thread", record.id, record.metadata)
@@ -126,10 +165,13 @@ class ThreadRepository(Repository):
         *,
         title: str | EllipsisType = ...,
         metadata: Mapping[str, Any] | EllipsisType = ...,
+        archived: bool | EllipsisType = ...,
     ) -> Thread | None:
-        """Change the title and merge metadata; bump ``updated_at``.
+        """Change the title, merge metadata and archive or unarchive; bump ``updated_at``.
 
-        A metadata key set to ``None`` is removed. Raises
+        A metadata key set to ``None`` is removed. ``archived=True`` sets
+        ``archived_at`` to now (an archived thread keeps its first time),
+        ``archived=False`` clears it. Raises
         :class:`~d1store.errors.NotFoundError` for an unknown id. Returns
         the updated thread, or ``None`` inside a session.
         """
@@ -144,19 +186,28 @@ class ThreadRepository(Repository):
                 raise ValidationError(str(exc)) from None
             values["title"] = title
             check_row_size(self._max_row_bytes, thread_id, {"title": title})
+        if archived is not ...:
+            if not isinstance(archived, bool):
+                raise ValidationError(f"invalid archived {archived!r}: use True or False")
+            values["archived_at"] = values["updated_at"]
         changes = metadata_of("metadata", metadata) if metadata is not ... else {}
 
         batch = self._unit.batch()
         batch.require("thread", [thread_id])
-        batch.add(self._queries.thread_update(title=title is not ...).bind(values))
+        archive = None if archived is ... else archived
+        batch.add(self._queries.thread_update(title=title is not ..., archived=archive).bind(values))
+        if title is not ...:
+            batch.limit_row_size("thread", thread_id)
         merge_entries(batch, self._max_row_bytes, "thread", thread_id, changes)
         if self._unit.deferred:
             self._unit.submit(batch)
             return None
-        read_at = batch.add(self._queries.thread_get(by_resource=False).bind({"id": thread_id}))
+        read_at = len(batch.statements)
+        batch.extend(self._queries.thread_get(by_resource=False).bind_with_metadata({"id": thread_id}))
         results = self._unit.submit(batch)
         assert results is not None
-        return thread_from_row(results[read_at].rows[0])
+        rows, metadata = entities(results, read_at)
+        return thread_from_row(rows[0], metadata)
 
     def delete(self, thread_id: str) -> bool | None:
         """Delete the thread, its messages and all their metadata at once.
