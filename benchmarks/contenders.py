@@ -153,7 +153,9 @@ class OpenAISQLAlchemySession(_AsyncContender):
         from agents.extensions.memory.sqlalchemy_session import SQLAlchemySession
 
         super().__init__()
-        self.session = SQLAlchemySession.from_url(THREAD, url=f"sqlite+aiosqlite:///{path}", create_tables=True)
+        self.session = SQLAlchemySession.from_url(
+            THREAD, url=f"sqlite+aiosqlite:///{path}", create_tables=True
+        )
         self.items: list[Any] = [{"role": "user", "content": text} for text in texts]
         self.run(self.session.get_items())
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 

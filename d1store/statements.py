@@ -1,6 +1,6 @@
 """SQL statements of the repositories, built with SQLAlchemy Core.
 
-Each statement is built once per store and shape, compiled for the
+Each statement is built once per process, prefix and shape, compiled for the
 backend's dialect (SQLite's or ``cloudflare_d1``, which compile the same
 SQLite SQL with ``?`` placeholders) and cached as text. A call then only
 binds values, which keeps the hot paths free of SQL compilation.
@@ -180,9 +180,10 @@ class Queries:
         """
 
         def build() -> ClauseElement:
-            name = self.dialect.identifier_preparer.format_table(table)
+            preparer = self.dialect.identifier_preparer
+            name = preparer.format_table(table)
             size = " + ".join(
-                f"coalesce(length(CAST({name}.{self.dialect.identifier_preparer.quote(column.name)} AS BLOB)), 0)"
+                f"coalesce(length(CAST({name}.{preparer.quote(column.name)} AS BLOB)), 0)"
                 for column in table.columns
             )
             return text(
@@ -527,7 +528,12 @@ class Queries:
                 set_={"value": stmt.excluded.value},
             )
 
-        compiled = self._get(("entries_upsert", count), build)
+        key = ("entries_upsert", count)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        compiled = self._get(key, build)
+        # Checked once per shape: the callers bind flattened rows.
         expected = tuple(f"{name}_{row}" for row in range(count) for name in ENTRY_COLUMNS)
         assert compiled.names == expected, "metadata rows must bind in row, then column order"
         return compiled

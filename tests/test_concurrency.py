@@ -1,10 +1,10 @@
 """Concurrent writers on one database: nothing lost, duplicated or locked.
 
-Workers (threads sharing one store, or processes with a store each) save,
-update, move and delete their own messages in a shared thread and in a
-thread of their own, and update threads and metadata in sessions, for
+Workers are threads sharing one store, or processes with a store each. Each
+saves, updates, moves and deletes its own messages in a shared thread and in
+a thread of its own, and updates threads and metadata in sessions, for
 ``D1STORE_CONCURRENCY_SECONDS`` seconds (default 2). Each worker reports the
-messages it left in the database; afterwards the database must hold exactly
+messages it left in the database. Afterwards the database must hold exactly
 the union of those reports.
 """
 
@@ -248,7 +248,7 @@ def collect(results: Any, processes: list[Any], timeout: float) -> list[Any]:
 def process_context() -> Any:
     """Return a forkserver context that has d1store imported, so workers start fast.
 
-    Forking the test process itself is unsafe: it runs server reader threads.
+    A plain fork is unsafe because the test process runs server reader threads.
     """
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["d1store", "sqlalchemy", "httpx"])

@@ -296,7 +296,11 @@ def test_list_rejects_too_many_threads(thread_store: D1Store) -> None:
 
 def test_save_repeated_id_last_wins(thread_store: D1Store) -> None:
     saved = thread_store.messages.save(
-        [msg("a", content="first", metadata={"x": 1}), msg("b"), msg("a", content="second", metadata={"y": 2})]
+        [
+            msg("a", content="first", metadata={"x": 1}),
+            msg("b"),
+            msg("a", content="second", metadata={"y": 2}),
+        ]
     )
     assert ids(saved) == ["a", "b"]
     stored = thread_store.messages.get("a")

@@ -200,7 +200,7 @@ def test_update_measures_whole_row(make_store: Callable[..., D1Store]) -> None:
     assert message.metadata == {}
     with pytest.raises(RowTooLargeError, match="row 't1'"):
         store.threads.update("t1", title="y" * 4_480)
-    with pytest.raises(RowTooLargeError, match="row 'w+' is 5,034 bytes"):
+    with pytest.raises(RowTooLargeError, match=r"row 'w+' is 5,034 bytes"):
         store.resources.update("w" * 500, working_memory="z" * 4_480)
     assert store.resources.get("w" * 500) is None
     store.messages.update("m1", content="x" * 3_000)

@@ -93,7 +93,7 @@ def reachable_reprs(root: object, limit: int = 20_000) -> Iterator[tuple[str, st
             queue.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
             continue
         if type(value).__module__.startswith(("sqlalchemy", "pydantic", "logging", "threading")):
-            # Large library object graphs that never receive the token.
+            # Large library object graphs: their own repr is checked, their attributes are not walked.
             yield path, repr(value)
             continue
         yield path, repr(value)
@@ -367,3 +367,20 @@ def test_cli_commands_hide_token(
             proxy.clear()
     assert failures == [], "a command failed on the working database"
     assert_no_token(texts_of_logs(debug_logs), "the log")
+
+
+def test_db_commands_use_global_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found by the run above: `db` ignored the global --url and --table-prefix
+    # and migrated ./d1store.db instead.
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "target.db"
+    runner = CliRunner()
+    arguments = ["--url", f"sqlite:///{target}", "--table-prefix", "gp_", "db", "upgrade"]
+    result = runner.invoke(main, arguments, env=CLEAN_ENV)
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "d1store.db").exists()
+    with D1Store(f"sqlite:///{target}", table_prefix="gp_") as store:
+        assert store.threads.list().total == 0  # raises if the tables are missing
+    current = runner.invoke(main, ["--url", f"sqlite:///{target}", "--table-prefix", "gp_", "db", "current"])
+    assert current.exit_code == 0
+    assert current.stdout.strip() != "base (no revision)"

@@ -267,6 +267,11 @@ class D1Backend:
     was lost. The data mapper therefore builds only idempotent writes
     (upserts and deletes by key).
 
+    NOTE: an attempt that timed out here may still reach D1 after the call
+    has returned. If another call changed the same rows in between, the late
+    attempt undoes that change; without idempotency keys on D1's side this
+    cannot be detected.
+
     The counters are updated under a lock, so threads may share one backend
     and its httpx connection pool.
     """
@@ -513,7 +518,9 @@ def _checked_base_url(base_url: str) -> str:
     try:
         parsed = httpx.URL(base_url)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise ValidationError(f"invalid D1 base URL {base_url!r}: {exc}; use http(s)://HOST[:PORT]/PATH") from None
+        raise ValidationError(
+            f"invalid D1 base URL {base_url!r}: {exc}; use http(s)://HOST[:PORT]/PATH"
+        ) from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValidationError(f"invalid D1 base URL {base_url!r}: use http(s)://HOST[:PORT]/PATH")
     return base_url

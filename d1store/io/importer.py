@@ -29,11 +29,6 @@ __all__ = ["BatchLimits", "ImportStats", "Importer", "OnError"]
 
 logger = logging.getLogger(__name__)
 
-#: A line this much smaller than the row size limit cannot contain an
-#: oversized row: a row contains part of the line's text plus at most three
-#: ids (512 characters each) and a timestamp.
-_ROW_MARGIN = 8192
-
 OnError = Literal["abort", "skip"]
 
 
@@ -94,28 +89,6 @@ def _stage(session: Session, lines: Sequence[ParsedLine]) -> None:
                 session.threads.save(line.thread)
 
 
-def _ceil(count: int, size: int) -> int:
-    return -(-count // size)
-
-
-def estimate_statements(line: ParsedLine) -> int:
-    """Return an upper estimate of the statements that writing ``line`` takes.
-
-    NOTE: this mirrors how the repositories split their writes (at most 100
-    parameters per statement: 14 message rows, 25 metadata rows, 99 ids)
-    and must follow them if that changes. It only decides batch sizes.
-    """
-    thread_entries = len(line.thread.metadata)
-    message_entries = sum(len(message.metadata) for message in line.messages)
-    count = 2 * (2 + _ceil(thread_entries, 25))
-    if line.resource is not None:
-        count += 2 + _ceil(len(line.resource.metadata), 25)
-    if line.messages:
-        size = len(line.messages)
-        count += 2 + _ceil(size, 49) + 2 * _ceil(size, 99) + _ceil(size, 14) + _ceil(message_entries, 25)
-    return count
-
-
 def _message_bytes(message: Message) -> int:
     return len(dump_json(message.content).encode()) + len(dump_json(message.metadata).encode()) + 200
 
@@ -163,12 +136,10 @@ class Importer:
             return
         try:
             line = self.parser.parse(number, text)
-            if line.size + _ROW_MARGIN > self.store.backend.limits.max_row_bytes:
-                self._probe(line)
+            statements = self._measure(line)
         except LineError as error:
             self.reject(error)
             return
-        statements = estimate_statements(line)
         if statements > self.limits.statements or line.size > self.limits.bytes:
             self.flush()
             self._write_chunked(line)
@@ -206,15 +177,18 @@ class Importer:
         if self._on_skip is not None:
             self._on_skip(error)
 
-    def _probe(self, line: ParsedLine) -> None:
-        """Raise :class:`LineError` if a row of ``line`` is over the row size limit.
+    def _measure(self, line: ParsedLine) -> int:
+        """Return how many statements writing ``line`` takes.
 
-        The writes are staged in a session that is discarded, which runs
-        every check the real write runs without sending anything.
+        The writes are staged in a session that is discarded, which counts
+        them exactly and runs every check of the real write (row sizes
+        included) without sending anything. Raises :class:`LineError` for a
+        line that the real write would reject.
         """
         session = self.store.session()
         try:
             _stage(session, [line])
+            return session.pending
         except ValueError as exc:
             raise LineError(line.number, str(exc)) from None
         finally:

@@ -5,8 +5,9 @@ Run it standalone with ``python -m d1store.migrations.cli``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from alembic.util import CommandError
@@ -32,8 +33,30 @@ _PREFIX_HELP = (
 
 
 def _database_options(function: F) -> F:
-    function = click.option("--table-prefix", default=None, metavar="PREFIX", help=_PREFIX_HELP)(function)
-    return click.option("--url", default=None, metavar="URL", help=_URL_HELP)(function)
+    @functools.wraps(function)
+    def with_inherited(*args: Any, url: str | None, table_prefix: str | None, **kwargs: Any) -> Any:
+        return function(
+            *args, url=_inherited("url", url), table_prefix=_inherited("table_prefix", table_prefix), **kwargs
+        )
+
+    prefix_option = click.option("--table-prefix", default=None, metavar="PREFIX", help=_PREFIX_HELP)
+    url_option = click.option("--url", default=None, metavar="URL", help=_URL_HELP)
+    return cast(F, url_option(prefix_option(with_inherited)))
+
+
+def _inherited(name: str, value: str | None) -> str | None:
+    """Return ``value``, else the ``d1store`` group's global option of the same name.
+
+    Without this, ``d1store --url X db upgrade`` would migrate the default
+    database instead of X. Run standalone, the root group has no such option.
+    """
+    if value is not None:
+        return value
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return None
+    inherited = context.find_root().params.get(name)
+    return inherited if isinstance(inherited, str) else None
 
 
 def _run(action: Callable[[], Any]) -> Any:

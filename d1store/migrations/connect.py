@@ -27,7 +27,7 @@ from d1store.backends.d1 import D1Backend
 from d1store.backends.sqlite import BUSY_TIMEOUT_MS, SQLiteBackend
 from d1store.errors import ValidationError
 from d1store.migrations.batching import BatchConnection
-from d1store.store import D1Store, mask_url
+from d1store.store import D1Store, _parse_url, mask_url
 
 __all__ = ["d1_engine", "open_connection"]
 
@@ -114,12 +114,6 @@ def _begin_immediate(connection: Connection) -> None:
 
 
 def _parse(target: str | sqlalchemy.URL) -> sqlalchemy.URL:
-    try:
-        return sqlalchemy.make_url(target)
-    except sqlalchemy.exc.ArgumentError:
-        # The text may contain an API token, so only its scheme is shown.
-        scheme = str(target).split(":", 1)[0]
-        raise ValidationError(
-            f"invalid database URL (scheme {scheme!r}): use sqlite:///PATH or "
-            "cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID"
-        ) from None
+    # The store's parser, so that the same inputs fail with the same message
+    # and a token passed in place of a URL is never repeated in it.
+    return _parse_url(target)
