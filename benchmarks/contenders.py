@@ -207,7 +207,8 @@ CONTENDERS: tuple[ContenderSpec, ...] = (
         "messages.save(list of Message) validates, stamps created_at, JSON-encodes content, checks row "
         "sizes, upserts in 100-parameter multi-row statements with the thread existence check, metadata "
         "replacement and thread updated_at bumps, all in one transaction; read = messages.list("
-        "per_page=None): a count and the rows with their metadata, mapped to Message models",
+        "per_page=None): the rows and their metadata (without paging the rows give the total, so no "
+        "count), mapped to Message models",
         D1StoreSQLite,
     ),
     ContenderSpec(

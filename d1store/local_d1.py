@@ -542,7 +542,14 @@ def serve(port: int = 0, persist: str | None = None) -> int:
         try:
             server.start(port=port, persist=persist)
         except LocalD1Error as error:
-            print(f"d1store local-d1: {error}", file=sys.stderr)
+            if "ERR_ADDRESS_IN_USE" in str(error):
+                print(
+                    f"d1store local-d1: port {port} on 127.0.0.1 is already in use; "
+                    "choose another --port (0 picks a free one)",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"d1store local-d1: {error}", file=sys.stderr)
             return 1
         print(json.dumps(server.ready_info()), flush=True)
         while not stop_requested.wait(0.5):

@@ -59,6 +59,8 @@ class Guard:
         if self.max_row_bytes is None:
             return NotFoundError(self.entity_type, self.entity_id)
         return RowTooLargeError(self.entity_id, "row", size or 0, self.max_row_bytes)
+
+
 _MISSING_TABLE = re.compile(r"no such table: (?:main\.)?([A-Za-z0-9_]+)")
 
 

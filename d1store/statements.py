@@ -211,9 +211,7 @@ class Queries:
         threads = self.tables.threads
 
         def build() -> Select[Any]:
-            query = select(*self._columns(threads, THREAD_COLUMNS)).where(
-                threads.c.id == bindparam("id")
-            )
+            query = select(*self._columns(threads, THREAD_COLUMNS)).where(threads.c.id == bindparam("id"))
             if by_resource:
                 query = query.where(threads.c.resource_id == bindparam("resource_id"))
             return query
@@ -385,9 +383,7 @@ class Queries:
         messages = self.tables.messages
 
         def build() -> Select[Any]:
-            return select(*self._columns(messages, MESSAGE_COLUMNS)).where(
-                messages.c.id.in_(_ids(count))
-            )
+            return select(*self._columns(messages, MESSAGE_COLUMNS)).where(messages.c.id.in_(_ids(count)))
 
         return self._get_entities(("message_get_many", count), "message", build)
 

@@ -3,7 +3,7 @@
 from d1store import D1Store, Message, Thread
 
 with D1Store("sqlite:///d1store.db") as store:  # or "cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID"
-    store.init()  # create missing tables; production uses `alembic upgrade head`
+    store.init()  # create missing tables; deployments run `d1store db upgrade`
     store.threads.save(Thread(id="trip-1", resource_id="alice", title="Trip to Lisbon"))
     with store.session() as session:  # one atomic write: one D1 request
         session.messages.save(

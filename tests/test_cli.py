@@ -221,7 +221,9 @@ def test_messages_list(target: list[str], tmp_path: Path) -> None:
 def test_doctor(target: list[str]) -> None:
     before = run(*target, "doctor")
     assert before.exit_code == 1
-    assert "missing tables" in before.stderr
+    # A SQLite file that does not exist yet is reported, and not created.
+    expected = "does not exist" if target[1].startswith("sqlite") else "missing tables"
+    assert expected in before.stderr
     assert "d1store init" in before.stderr
     assert run(*target, "init").exit_code == 0
     after = run(*target, "doctor")
@@ -340,3 +342,25 @@ def test_version() -> None:
     result = cli("--version")
     assert result.returncode == 0
     assert "d1store" in result.stdout
+
+
+def test_doctor_leaves_missing_file_alone(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    result = run("--url", f"sqlite:///{path}", "doctor")
+    assert result.exit_code == 1
+    assert "does not exist" in result.stderr
+    assert not path.exists()
+
+
+def test_unopenable_sqlite_is_one_line(tmp_path: Path) -> None:
+    result = run("--url", f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}", "threads", "list")
+    assert result.exit_code == 1
+    assert "unable to open database file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_summary_uses_singular(tmp_path: Path, target: list[str]) -> None:
+    source = write_lines(tmp_path / "one.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
+    result = run(*target, "import", str(source))
+    assert result.exit_code == 0, result.stderr
+    assert "imported 1 thread, 1 message in" in result.stderr

@@ -574,3 +574,20 @@ def test_module_cli_serves_until_sigint() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_busy_port_is_one_line(d1store_local_d1: LocalD1Server) -> None:
+    port = int(d1store_local_d1.base_url.split(":")[2].split("/")[0])
+    result = subprocess.run(
+        [sys.executable, "-m", "d1store.local_d1", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"d1store local-d1: port {port} on 127.0.0.1 is already in use; "
+        "choose another --port (0 picks a free one)"
+    )
+    assert result.stdout == ""

@@ -422,7 +422,8 @@ async function main() {
   }
   if (stopping) return;
 
-  const port = Number(url.port);
+  // URL.port is empty for the scheme's default port (80 for http).
+  const port = Number(url.port) || 80;
   const hostPart = options.host.includes(":") ? `[${options.host}]` : options.host;
   const baseUrl =
     `http://${hostPart}:${port}/client/v4/accounts/${options.accountId}` +

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import Dialect
 
@@ -81,7 +82,12 @@ class SQLiteBackend:
         return self._execute(statements, write)
 
     def _execute(self, statements: Sequence[Statement], write: bool) -> list[Result]:
-        pooled = self.engine.raw_connection()
+        try:
+            pooled = self.engine.raw_connection()
+        except (sqlite3.Error, sqlalchemy.exc.DBAPIError) as exc:
+            # For example "unable to open database file" for a missing directory.
+            reason = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+            raise BackendError(f"{reason} ({self.describe()})") from exc
         try:
             connection: sqlite3.Connection = pooled.driver_connection  # type: ignore[assignment]
             previous = connection.isolation_level

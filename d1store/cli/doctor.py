@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
+import sqlalchemy
 
 from d1store.backends.base import Statement
 from d1store.cli.app import AppState, open_store
@@ -47,6 +49,26 @@ def _row_counts(store: D1Store, tables: list[str]) -> str:
     return ", ".join(f"{name} {result.rows[0][0]:,}" for name, result in zip(tables, results, strict=True))
 
 
+def _check_sqlite_file(url: str | sqlalchemy.URL) -> None:
+    """Exit with a one-line reason when a SQLite URL names a file that does not exist.
+
+    Connecting would create an empty file, so a mistyped path would look
+    like a reachable, empty database.
+    """
+    try:
+        parsed = sqlalchemy.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        return
+    if not Path(database).exists():
+        raise click.ClickException(
+            f"database file {database!r} does not exist; check --url / D1STORE_URL, "
+            "or create it with `d1store init`"
+        )
+
+
 @click.command()
 @click.pass_obj
 def doctor(state: AppState) -> None:
@@ -56,6 +78,7 @@ def doctor(state: AppState) -> None:
     unreachable or tables are missing.
     """
     url = state.resolve_url()
+    _check_sqlite_file(url)
     with open_store(state) as store:
         limits = store.backend.limits
         click.echo(f"backend:      {store.backend.name}")

@@ -60,9 +60,14 @@ def _limits(batch_threads: int, batch_statements: int, batch_bytes: int) -> Batc
     return BatchLimits(threads=batch_threads, statements=batch_statements, bytes=batch_bytes)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" if number == 1 else f"{number:,} {noun}s"
+
+
 def _summary(verb: str, threads: int, messages: int, started: float, extra: str = "") -> None:
     seconds = time.perf_counter() - started
-    click.echo(f"{verb} {threads:,} threads, {messages:,} messages in {seconds:.1f} s{extra}", err=True)
+    counts = f"{_count(threads, 'thread')}, {_count(messages, 'message')}"
+    click.echo(f"{verb} {counts} in {seconds:.1f} s{extra}", err=True)
 
 
 # -- export -------------------------------------------------------------
@@ -219,12 +224,13 @@ def import_(
         except LineError as error:
             done = importer.stats.threads
             raise click.ClickException(
-                f"invalid input, {error}; nothing of line {error.line} was written and the {done:,} threads "
-                "before it are stored (importing again rewrites them unchanged); fix the line, or pass "
+                f"invalid input, {error}; nothing of line {error.line} was written and the "
+                f"{_count(done, 'thread')} before it are stored (importing again rewrites them unchanged); "
+                "fix the line, or pass "
                 "--on-error skip"
             ) from None
     stats = importer.stats
-    skipped = f"; {stats.skipped:,} invalid lines skipped" if stats.skipped else ""
+    skipped = f"; {_count(stats.skipped, 'invalid line')} skipped" if stats.skipped else ""
     _summary("imported", stats.threads, stats.messages, started, skipped)
 
 

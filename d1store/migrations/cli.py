@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 
 import click
 from alembic.util import CommandError
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from d1store.errors import D1StoreError
 from d1store.migrations import api
@@ -63,6 +63,12 @@ def _run(action: Callable[[], Any]) -> Any:
     """Run ``action`` and turn d1store, Alembic and database errors into a one-line message."""
     try:
         return action()
+    except DBAPIError as exc:
+        # str() of a DBAPIError adds the SQL, its parameters and a link on
+        # further lines; the driver's own message is the useful part.
+        raise click.ClickException(
+            f"migration failed: {exc.orig}; check --url / D1STORE_URL and that the database is reachable"
+        ) from exc
     except (D1StoreError, CommandError, SQLAlchemyError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -159,7 +159,9 @@ class MessageRepository(Repository):
         size = self._queries.chunk_size(len(MESSAGE_COLUMNS))
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            batch.add(self._queries.message_upsert(len(chunk)).bind_flat(itertools.chain.from_iterable(chunk)))
+            batch.add(
+                self._queries.message_upsert(len(chunk)).bind_flat(itertools.chain.from_iterable(chunk))
+            )
         delete_entries(batch, "message", ids)
         add_entries(batch, entries)
         self._touch_threads(batch, thread_ids, newest)
@@ -253,7 +255,9 @@ class MessageRepository(Repository):
         if end is not None:
             values["end"] = format_timestamp(_datetime("end", end))
         shape = _ListShape(len(threads), resource_id is not None, start is not None, end is not None)
-        statements = [self._queries.message_count(**shape._asdict()).bind(values)]
+        # Without paging, the rows themselves give the total: no count needed.
+        counted = per_page is not None
+        statements = [self._queries.message_count(**shape._asdict()).bind(values)] if counted else []
         if per_page != 0:
             if per_page is not None:
                 values.update(limit=per_page, offset=page * per_page)
@@ -265,11 +269,12 @@ class MessageRepository(Repository):
         statements.extend(windows)
 
         results = self._unit.read(statements)
-        total = results[0].rows[0][0]
-        page_rows = results[1].rows if per_page != 0 else []
+        first = 1 if counted else 0
+        page_rows = results[first].rows if per_page != 0 else []
+        total = results[0].rows[0][0] if counted else len(page_rows)
         chosen: dict[str, Message] = {}
         # After the count, results come in pairs: rows, then their metadata.
-        for position in range(1, len(results), 2):
+        for position in range(first, len(results), 2):
             rows, metadata = entities(results, position)
             for row in rows:
                 if row[0] not in chosen:

@@ -110,7 +110,9 @@ class ThreadRepository(Repository):
             values[f"value_{index}"] = dump_json(value)
         by_resource, keys = resource_id is not None, len(filters)
         count = self._queries.thread_count(by_resource=by_resource, metadata_keys=keys, archived=archived)
-        statements = [count.bind(values)]
+        # Without paging, the rows themselves give the total: no count needed.
+        counted = per_page is not None
+        statements = [count.bind(values)] if counted else []
         if per_page != 0:
             paged = per_page is not None
             if paged:
@@ -126,11 +128,11 @@ class ThreadRepository(Repository):
             )
             statements.extend(listing.bind_with_metadata(values))
         results = self._unit.read(statements)
-        total = results[0].rows[0][0]
         items = []
         if per_page != 0:
-            rows, metadata = entities(results, 1)
+            rows, metadata = entities(results, 1 if counted else 0)
             items = [thread_from_row(row, metadata) for row in rows]
+        total = results[0].rows[0][0] if counted else len(items)
         has_more = bool(per_page) and page * (per_page or 0) + len(items) < total
         return Page[Thread](items=items, total=total, page=page, per_page=per_page, has_more=has_more)
 
