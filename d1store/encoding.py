@@ -27,7 +27,6 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "dump_json",
     "format_timestamp",
-    "load_json",
     "parse_timestamp",
     "utc_now",
 ]
@@ -92,11 +91,6 @@ def parse_timestamp(text: str) -> datetime:
 def dump_json(value: Any) -> str:
     """Encode an already validated JSON value as canonical text."""
     return _CANONICAL_JSON.encode(value)
-
-
-def load_json(text: str) -> Any:
-    """Decode stored JSON text."""
-    return json.loads(text)
 
 
 class MonotonicClock:

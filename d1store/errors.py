@@ -18,6 +18,12 @@ Every exception the library raises on purpose derives from
 ``ValidationError`` is also a :class:`ValueError` and ``NotFoundError`` a
 :class:`LookupError`, so code written against the built-in exceptions keeps
 working.
+
+NOTE: some invalid input is not yet reported as ``ValidationError``. An
+invalid ``table_prefix`` raises a plain ``ValueError``, and a mapping given
+to ``threads.save``, ``resources.save`` or as a ``messages.list`` include
+that fails the model's checks raises pydantic's ``ValidationError`` (also a
+``ValueError``).
 """
 
 from __future__ import annotations

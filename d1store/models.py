@@ -150,7 +150,7 @@ class Include(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str
-    # The query asks for previous + 1 rows, and D1 carries integers exactly
+    # The query requests previous + 1 rows, and D1 carries integers exactly
     # only up to 2**53 (SQLite raised OverflowError above 2**63 - 1).
     previous: int = Field(default=0, ge=0, le=2**53 - 1)
     next: int = Field(default=0, ge=0, le=2**53 - 1)

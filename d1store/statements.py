@@ -343,7 +343,7 @@ class Queries:
         return self._get(("touch_threads", count), build)
 
     def touch_threads_of_messages(self, count: int) -> Compiled:
-        """Raise ``updated_at`` of the threads that hold ``count`` messages."""
+        """Raise ``updated_at`` of the threads that contain ``count`` messages."""
         threads, messages = self.tables.threads, self.tables.messages
 
         def build() -> ClauseElement:

@@ -80,14 +80,7 @@ class D1Store:
             if max_row_bytes is None
             else Limits(max_row_bytes=_positive("max_row_bytes", max_row_bytes))
         )
-        self.backend: Backend = _make_backend(target, limits, retry=retry, timeout=timeout, base_url=base_url)
-        self.tables: Tables = build_tables(self.table_prefix)
-        self.queries = Queries(self.tables, self.backend.dialect, limits.max_params)
-        unit = Unit(self.backend, self.queries, attachments=self.attachments)
-        self.threads = ThreadRepository(unit)
-        self.messages = MessageRepository(unit)
-        self.metadata = MetadataRepository(unit)
-        self.resources = ResourceRepository(unit)
+        self._bind(_make_backend(target, limits, retry=retry, timeout=timeout, base_url=base_url))
         logger.info("d1store opened %s (table prefix %r)", self.backend.describe(), self.table_prefix)
 
     @classmethod
@@ -128,15 +121,19 @@ class D1Store:
             options.get("attachment_threshold", DEFAULT_THRESHOLD),
             options.get("attachment_mode", "inline"),
         )
-        store.backend = backend
-        store.tables = build_tables(store.table_prefix)
-        store.queries = Queries(store.tables, backend.dialect, backend.limits.max_params)
-        unit = Unit(backend, store.queries, attachments=store.attachments)
-        store.threads = ThreadRepository(unit)
-        store.messages = MessageRepository(unit)
-        store.metadata = MetadataRepository(unit)
-        store.resources = ResourceRepository(unit)
+        store._bind(backend)
         return store
+
+    def _bind(self, backend: Backend) -> None:
+        # Reads table_prefix and attachments, so callers set those first.
+        self.backend: Backend = backend
+        self.tables: Tables = build_tables(self.table_prefix)
+        self.queries = Queries(self.tables, backend.dialect, backend.limits.max_params)
+        unit = Unit(backend, self.queries, attachments=self.attachments)
+        self.threads = ThreadRepository(unit)
+        self.messages = MessageRepository(unit)
+        self.metadata = MetadataRepository(unit)
+        self.resources = ResourceRepository(unit)
 
     @property
     def request_count(self) -> int:

@@ -12,7 +12,11 @@ __all__ = ["AttachmentStore", "StoredObject"]
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
-    """An object in an attachment store: its key, size in bytes and last modification time (UTC)."""
+    """An object in an attachment store: its key, size in bytes and last modification time (UTC).
+
+    ``media_type`` is ``None`` when the store does not keep it (the
+    directory store) or does not report it (an S3 listing).
+    """
 
     key: str
     size: int

@@ -149,12 +149,12 @@ class AttachmentCodec:
         ]
 
     def read(self, reference: str | AttachmentRef) -> bytes:
-        """Return the bytes a reference stands for, checked against its hash."""
+        """Return the bytes that a reference points to, checked against its hash."""
         parsed = reference if isinstance(reference, AttachmentRef) else parse_reference(reference)
         return self._fetch(parsed, None)
 
     def open(self, reference: str | AttachmentRef) -> BinaryIO:
-        """Return a binary file object with the bytes a reference stands for."""
+        """Return a binary file object with the bytes that a reference points to."""
         return io.BytesIO(self.read(reference))
 
     def references(self, content: Any) -> list[AttachmentRef]:

@@ -54,7 +54,7 @@ class Limits:
     def check(self, statements: Sequence[Statement]) -> None:
         """Raise :class:`BackendError` for a statement that D1 would reject.
 
-        D1 refuses more than 100 bound parameters ("too many SQL variables")
+        D1 rejects more than 100 bound parameters ("too many SQL variables")
         and more than 100,000 bytes of SQL ("statement too long"). SQLite
         accepts both, so this check makes a test on SQLite fail where D1
         would. A list whose text and string values add up to more than

@@ -11,6 +11,7 @@ import sqlalchemy
 from d1store.backends.base import Statement
 from d1store.cli.app import AppState, open_store
 from d1store.errors import BackendError
+from d1store.migrations.version_table import version_table_name
 from d1store.store import D1Store, mask_url
 
 __all__ = ["doctor"]
@@ -36,7 +37,7 @@ def _existing_tables(store: D1Store, names: list[str]) -> set[str]:
 
 
 def _revision(store: D1Store, present: set[str]) -> str:
-    table = f"{store.table_prefix}alembic_version"
+    table = version_table_name(store.table_prefix)
     if table not in present:
         return "no revision table (schema created by `d1store init`, or not at all)"
     rows = store.backend.execute([Statement(f'SELECT version_num FROM "{table}"')], write=False)[0].rows
@@ -94,7 +95,7 @@ def doctor(state: AppState) -> None:
         click.echo(f"reachable:    yes, round trip {latency:.1f} ms (fastest of {_PINGS})")
         # Table names come from the validated prefix, never from user values.
         names = [table.name for table in store.tables.metadata.sorted_tables]
-        present = _existing_tables(store, [*names, f"{store.table_prefix}alembic_version"])
+        present = _existing_tables(store, [*names, version_table_name(store.table_prefix)])
         click.echo(f"revision:     {_revision(store, present)}")
         missing = [name for name in names if name not in present]
         if not missing:

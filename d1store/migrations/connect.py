@@ -50,10 +50,15 @@ def open_connection(target: D1Store | str | sqlalchemy.URL) -> Iterator[Connecti
             with _sqlite_connection(backend.engine) as connection:
                 yield connection
         else:
-            raise ValidationError(f"cannot migrate a store on backend {backend.describe()!r}")
+            raise ValidationError(
+                f"cannot migrate a store on backend {backend.describe()!r}: pass a store opened "
+                "on SQLite or D1, or a database URL"
+            )
         return
 
-    url = _parse(target)
+    # The store's parser, so that the same inputs fail with the same message
+    # and a token passed in place of a URL is never repeated in it.
+    url = _parse_url(target)
     if url.get_backend_name() == "cloudflare_d1":
         with contextlib.closing(D1Backend.from_url(url)) as backend, _d1_connection(backend) as connection:
             yield connection
@@ -111,9 +116,3 @@ def _sqlite_connection(engine: Engine) -> Iterator[Connection]:
 
 def _begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _parse(target: str | sqlalchemy.URL) -> sqlalchemy.URL:
-    # The store's parser, so that the same inputs fail with the same message
-    # and a token passed in place of a URL is never repeated in it.
-    return _parse_url(target)

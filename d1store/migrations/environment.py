@@ -90,7 +90,7 @@ def table_prefix() -> str:
 
 
 def run_environment() -> None:
-    """Run the migrations that the current Alembic command asks for."""
+    """Run the migrations that the current Alembic command requests."""
     config = context.config
     settings = resolve_settings(config.attributes, context.get_x_argument(as_dictionary=True), os.environ)
     config.attributes[PREFIX_KEY] = settings.prefix

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from d1store.backends.base import Result
-from d1store.encoding import check_id, check_metadata, dump_json, parse_timestamp
+from d1store.encoding import check_id, check_metadata, check_text, dump_json, parse_timestamp
 from d1store.errors import RowTooLargeError, ValidationError
 from d1store.models import Message, Resource, Thread
 from d1store.schema import ENTITY_TYPES
@@ -18,14 +18,17 @@ __all__ = [
     "Repository",
     "add_entries",
     "check_row_size",
+    "delete_entries",
     "entities",
     "entity_type_of",
+    "entry_rows",
     "group_metadata",
     "id_of",
     "merge_entries",
     "message_from_row",
     "metadata_of",
     "resource_from_row",
+    "text_of",
     "thread_from_row",
 ]
 
@@ -45,6 +48,15 @@ def id_of(field: str, value: object) -> str:
         return check_id(field, value)
     except ValueError as exc:
         raise ValidationError(str(exc)) from None
+
+
+def text_of(field: str, value: str) -> str:
+    """Return ``value`` if it can be stored as UTF-8, or raise :class:`ValidationError` naming ``field``."""
+    try:
+        check_text(field, value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    return value
 
 
 def metadata_of(field: str, value: object) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def _as_include(value: Include | Mapping[str, Any] | str) -> Include:
 
 def _content_json(message_id: str, content: Any) -> str:
     if type(content) is str and content.isascii():
-        # ASCII text is valid JSON text and holds no lone surrogate.
+        # An ASCII string needs no check: it cannot contain a lone surrogate.
         return dump_json(content)
     if content is None or not isinstance(content, (str, builtins.list, dict)):
         raise ValidationError(

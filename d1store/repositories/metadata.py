@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from d1store.encoding import check_json, check_text, clock, format_timestamp
+from d1store.encoding import check_json, clock, format_timestamp
 from d1store.errors import ValidationError
 from d1store.repositories._common import (
     Repository,
@@ -16,6 +16,7 @@ from d1store.repositories._common import (
     id_of,
     merge_entries,
     metadata_of,
+    text_of,
 )
 from d1store.session import Batch
 
@@ -24,12 +25,8 @@ __all__ = ["MetadataRepository"]
 
 def _key_of(key: object) -> str:
     if not isinstance(key, str) or not key:
-        raise ValidationError(f"invalid metadata key {key!r}: keys are non-empty strings")
-    try:
-        check_text("metadata key", key)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
-    return key
+        raise ValidationError(f"invalid metadata key {key!r}: use a non-empty string")
+    return text_of("metadata key", key)
 
 
 class MetadataRepository(Repository):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import EllipsisType
 from typing import Any
 
-from d1store.encoding import check_text, clock, format_timestamp
+from d1store.encoding import clock, format_timestamp
 from d1store.errors import ValidationError
 from d1store.models import Resource
 from d1store.repositories._common import (
@@ -20,6 +20,7 @@ from d1store.repositories._common import (
     merge_entries,
     metadata_of,
     resource_from_row,
+    text_of,
 )
 
 __all__ = ["ResourceRepository"]
@@ -80,10 +81,7 @@ class ResourceRepository(Repository):
                     raise ValidationError(
                         f"invalid working_memory {working_memory!r:.60}: use a string or None"
                     )
-                try:
-                    check_text("working_memory", working_memory)
-                except ValueError as exc:
-                    raise ValidationError(str(exc)) from None
+                text_of("working_memory", working_memory)
             row["working_memory"] = working_memory
         check_row_size(self._max_row_bytes, resource_id, row)
         changes = metadata_of("metadata", metadata) if metadata is not ... else {}

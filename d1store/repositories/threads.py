@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from types import EllipsisType
 from typing import Any, Literal
 
-from d1store.encoding import check_text, clock, dump_json, format_timestamp
+from d1store.encoding import clock, dump_json, format_timestamp
 from d1store.errors import ValidationError
 from d1store.models import Page, Thread
 from d1store.repositories._common import (
@@ -19,6 +19,7 @@ from d1store.repositories._common import (
     id_of,
     merge_entries,
     metadata_of,
+    text_of,
     thread_from_row,
 )
 
@@ -46,9 +47,9 @@ def check_paging(page: int, per_page: int | None) -> None:
         )
 
 
-#: Most keys in one metadata filter. Each key adds a condition to one
-#: statement, and D1 rejects expressions nested more than 100 deep
-#: ("Expression tree is too large"); 39 keys passed on the local D1 engine.
+#: Maximum number of keys in one metadata filter. Each key adds a condition
+#: to one statement, and D1 rejects expressions nested more than 100 deep
+#: ("Expression tree is too large"). 39 keys passed on the local D1 engine.
 MAX_FILTER_KEYS = 32
 
 
@@ -181,12 +182,8 @@ class ThreadRepository(Repository):
         values: dict[str, Any] = {"id": thread_id, "updated_at": format_timestamp(clock.next(1)[0])}
         if title is not ...:
             if not isinstance(title, str):
-                raise ValidationError(f"invalid title {title!r}: titles are strings")
-            try:
-                check_text("title", title)
-            except ValueError as exc:
-                raise ValidationError(str(exc)) from None
-            values["title"] = title
+                raise ValidationError(f"invalid title {title!r:.60}: use a string")
+            values["title"] = text_of("title", title)
             check_row_size(self._max_row_bytes, thread_id, {"title": title})
         if archived is not ...:
             if not isinstance(archived, bool):

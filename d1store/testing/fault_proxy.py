@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 FaultKind = Literal["pass", "status", "reset_before", "reset_after", "delay"]
 
-# Headers that describe one connection and must not be forwarded (RFC 9110, 7.6.1).
+# Headers that describe one connection and must not be forwarded (RFC 9110,
+# 7.6.1), plus Host and Content-Length, which each hop sets for itself.
 _HOP_BY_HOP = frozenset(
     {
         "connection",
