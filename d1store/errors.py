@@ -19,11 +19,10 @@ Every exception the library raises on purpose derives from
 :class:`LookupError`, so code written against the built-in exceptions keeps
 working.
 
-NOTE: some invalid input is not yet reported as ``ValidationError``. An
-invalid ``table_prefix`` raises a plain ``ValueError``, and a mapping given
-to ``threads.save``, ``resources.save`` or as a ``messages.list`` include
-that fails the model's checks raises pydantic's ``ValidationError`` (also a
-``ValueError``).
+Building a model directly (``Thread(...)``, ``Message(...)``) with invalid
+fields raises pydantic's ``ValidationError``, which is also a ``ValueError``;
+the repositories raise :class:`ValidationError` for the same fields given as
+mappings.
 """
 
 from __future__ import annotations

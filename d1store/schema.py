@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Column, Index, MetaData, PrimaryKeyConstraint, Table, Text
 
+from d1store.errors import ValidationError
+
 __all__ = ["ENTITY_TYPES", "Tables", "build_metadata", "build_tables", "validate_prefix"]
 
 _PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
@@ -35,9 +37,9 @@ def validate_prefix(prefix: str) -> str:
     and ``DEV_`` name the same tables: use one spelling per store.
     """
     if not isinstance(prefix, str):
-        raise ValueError(f"table_prefix must be a string, got {prefix!r}")
+        raise ValidationError(f"table_prefix must be a string, got {prefix!r}")
     if prefix and not _PREFIX.fullmatch(prefix):
-        raise ValueError(
+        raise ValidationError(
             f"invalid table_prefix {prefix!r}: use up to 32 ASCII letters, digits and "
             "underscores, starting with a letter or underscore (for example 'dev_')"
         )
@@ -45,7 +47,7 @@ def validate_prefix(prefix: str) -> str:
     # with "_cf_"; both compare names without regard to case.
     for reserved in ("sqlite_", "_cf_"):
         if prefix.lower().startswith(reserved):
-            raise ValueError(
+            raise ValidationError(
                 f"invalid table_prefix {prefix!r}: names starting with {reserved!r} are reserved "
                 "by SQLite or D1; choose another prefix (for example 'dev_')"
             )

@@ -364,3 +364,17 @@ def test_summary_uses_singular(tmp_path: Path, target: list[str]) -> None:
     result = run(*target, "import", str(source))
     assert result.exit_code == 0, result.stderr
     assert "imported 1 thread, 1 message in" in result.stderr
+
+
+def test_archived_thread_survives_round_trip(target: list[str], tmp_path: Path) -> None:
+    line = {
+        "id": "arch-1",
+        "resource_id": "alice",
+        "archived_at": "2026-02-03T04:05:06.000007Z",
+        "messages": [{"role": "user", "content": "old news"}],
+    }
+    assert run(*target, "import", str(write_lines(tmp_path / "a.jsonl", [line]))).exit_code == 0
+    exported = json.loads(export_text(target, tmp_path))
+    assert exported["archived_at"] == "2026-02-03T04:05:06.000007Z"
+    listed = run(*target, "threads", "list", "--json")
+    assert json.loads(listed.stdout.splitlines()[0])["archived_at"] == "2026-02-03T04:05:06.000007Z"

@@ -102,3 +102,19 @@ def test_token_in_wrong_url_slot_not_shown() -> None:
     with pytest.raises(ValidationError, match="token missing") as caught:
         D1Store("cloudflare_d1://SECRETtok123@db?base_url=http://127.0.0.1:9/x")
     assert "SECRETtok123" not in str(caught.value)
+
+
+def test_invalid_mappings_raise_library_error(store: D1Store) -> None:
+    with pytest.raises(ValidationError, match="invalid thread 't1': resource_id"):
+        store.threads.save({"id": "t1", "resource_id": " "})
+    with pytest.raises(ValidationError, match="invalid resource 'r1': metadata"):
+        store.resources.save({"id": "r1", "metadata": {"k": float("nan")}})
+    with pytest.raises(ValidationError, match="invalid include 'm1': previous"):
+        store.messages.list("t1", include=[{"id": "m1", "previous": -1}])
+    assert store.threads.get("t1") is None
+
+
+def test_constructed_thread_is_checked_on_save(store: D1Store) -> None:
+    unchecked = Thread.model_construct(id="", resource_id="r")
+    with pytest.raises(ValidationError, match="invalid thread '': id"):
+        store.threads.save(unchecked)

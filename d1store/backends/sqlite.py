@@ -33,6 +33,31 @@ BUSY_TIMEOUT_MS = 10_000
 BUSY_RETRIES = 5
 
 
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the database file to WAL, which it keeps for every later connection.
+
+    Switching needs an exclusive lock, and SQLite may answer "database is
+    locked" at once, without the busy timeout, when several processes open
+    a new file together. So the mode is read first (another process may have
+    switched it already) and the switch is retried a few times.
+    """
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if attempt == BUSY_RETRIES:
+                raise
+            logger.warning(
+                "SQLite busy, retrying the switch to WAL (attempt %d of %d)", attempt + 1, BUSY_RETRIES
+            )
+            time.sleep(0.05 * (attempt + 1))
+
+
 class SQLiteBackend:
     """Runs statement lists on a SQLite database through a SQLAlchemy engine."""
 
@@ -58,7 +83,7 @@ class SQLiteBackend:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if not self._in_memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor)
                 cursor.execute("PRAGMA synchronous = NORMAL")
         finally:
             cursor.close()

@@ -4,7 +4,8 @@ One line is one thread with its messages::
 
     {"id": "t1", "resource_id": "alice", "title": "", "metadata": {},
      "created_at": "2026-01-31T09:08:07.123456Z", "updated_at": "...",
-     "resource": {...}, "messages": [{"id": "m1", "role": "user", "content": "Hi", ...}]}
+     "archived_at": "..." (archived threads only), "resource": {...},
+     "messages": [{"id": "m1", "role": "user", "content": "Hi", ...}]}
 
 Import also accepts the common chat format, where only ``messages`` (each
 with ``role`` and ``content``) is required. Missing ids are derived from the
@@ -29,7 +30,17 @@ from d1store.models import Message, Resource, Thread
 __all__ = ["LineError", "ParsedLine", "RecordParser", "message_record", "thread_header"]
 
 THREAD_FIELDS = frozenset(
-    ("id", "resource_id", "title", "metadata", "created_at", "updated_at", "resource", "messages")
+    (
+        "id",
+        "resource_id",
+        "title",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "archived_at",
+        "resource",
+        "messages",
+    )
 )
 MESSAGE_FIELDS = frozenset(
     ("id", "thread_id", "resource_id", "role", "content", "type", "metadata", "created_at")
@@ -191,6 +202,10 @@ def thread_header(thread: Thread, resource: Resource | None) -> dict[str, Any]:
         "created_at": format_timestamp(thread.created_at),
         "updated_at": format_timestamp(thread.updated_at),
     }
+    # Written only for archived threads, so lines of active threads stay as
+    # they were before archiving existed.
+    if thread.archived_at is not None:
+        record["archived_at"] = format_timestamp(thread.archived_at)
     if resource is not None:
         record["resource"] = {
             "working_memory": resource.working_memory,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from d1store.backends.base import Result
 from d1store.encoding import check_id, check_metadata, check_text, dump_json, parse_timestamp
@@ -27,6 +30,7 @@ __all__ = [
     "merge_entries",
     "message_from_row",
     "metadata_of",
+    "model_of",
     "resource_from_row",
     "text_of",
     "thread_from_row",
@@ -40,6 +44,28 @@ class Repository:
         self._unit = unit
         self._queries = unit.queries
         self._max_row_bytes = unit.backend.limits.max_row_bytes
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def model_of(model: type[ModelT], value: object, what: str) -> ModelT:
+    """Return ``value`` validated as ``model``, or raise :class:`ValidationError`.
+
+    The message names the record by its id and lists each invalid field.
+    """
+    if not isinstance(value, (model, Mapping)):
+        raise ValidationError(
+            f"invalid {what} {value!r:.80}: pass a {model.__name__} or a mapping of its fields"
+        )
+    try:
+        return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        identifier = value.get("id") if isinstance(value, Mapping) else getattr(value, "id", None)
+        raise ValidationError(f"invalid {what} {identifier!r}: {problems}") from exc
 
 
 def id_of(field: str, value: object) -> str:

@@ -9,8 +9,6 @@ from datetime import datetime
 from types import EllipsisType
 from typing import Any, NamedTuple
 
-from pydantic import ValidationError as PydanticValidationError
-
 from d1store.backends.base import Statement
 from d1store.encoding import as_utc, check_json, clock, dump_json, format_timestamp
 from d1store.errors import ValidationError
@@ -26,6 +24,7 @@ from d1store.repositories._common import (
     merge_entries,
     message_from_row,
     metadata_of,
+    model_of,
 )
 from d1store.repositories.threads import MAX_COUNT, check_paging
 from d1store.session import Batch
@@ -42,25 +41,17 @@ class _ListShape(NamedTuple):
 
 
 def _as_message(value: Message | Mapping[str, Any]) -> Message:
-    if isinstance(value, Message):
-        return value
-    if isinstance(value, Mapping):
-        try:
-            return Message.model_validate(value)
-        except PydanticValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-            )
-            raise ValidationError(f"invalid message {value.get('id')!r}: {problems}") from exc
-    raise ValidationError(f"invalid message {value!r:.80}: pass a Message or a mapping of its fields")
+    # A Message was validated when it was built (assignments too), so only
+    # mappings are validated here.
+    return value if isinstance(value, Message) else model_of(Message, value, "message")
 
 
 def _as_include(value: Include | Mapping[str, Any] | str) -> Include:
     if isinstance(value, Include):
         return value
     if isinstance(value, str):
-        return Include(id=value)
-    return Include.model_validate(value)
+        return model_of(Include, {"id": value}, "include")
+    return model_of(Include, value, "include")
 
 
 def _content_json(message_id: str, content: Any) -> str:

@@ -19,6 +19,7 @@ from d1store.repositories._common import (
     id_of,
     merge_entries,
     metadata_of,
+    model_of,
     resource_from_row,
     text_of,
 )
@@ -37,8 +38,9 @@ class ResourceRepository(Repository):
 
     def save(self, resource: Resource | Mapping[str, Any]) -> Resource:
         """Insert ``resource`` or replace the stored one, metadata included."""
-        record = resource if isinstance(resource, Resource) else Resource.model_validate(resource)
-        record = Resource.model_validate(record.model_dump())
+        # Validated again even when given a Resource: one built with
+        # model_construct() has skipped every check.
+        record = model_of(Resource, resource, "resource")
         row = {
             "id": record.id,
             "working_memory": record.working_memory,

@@ -19,6 +19,7 @@ from d1store.repositories._common import (
     id_of,
     merge_entries,
     metadata_of,
+    model_of,
     text_of,
     thread_from_row,
 )
@@ -143,8 +144,9 @@ class ThreadRepository(Repository):
         Replacing includes the metadata: keys missing from ``thread`` are
         removed.
         """
-        record = thread if isinstance(thread, Thread) else Thread.model_validate(thread)
-        record = Thread.model_validate(record.model_dump())
+        # Validated again even when given a Thread: one built with
+        # model_construct() has skipped every check.
+        record = model_of(Thread, thread, "thread")
         row = {
             "id": record.id,
             "resource_id": record.resource_id,
