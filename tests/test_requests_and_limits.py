@@ -233,3 +233,9 @@ def test_request_size_limit_on_every_backend(make_store: Callable[..., D1Store])
         )
     assert store.request_count == before
     assert store.messages.list("t1").total == 0
+
+
+def test_results_carry_column_names(store: D1Store) -> None:
+    (result,) = store.backend.execute([Statement("SELECT 1 AS one, 'x' AS two")], write=False)
+    assert result.columns == ["one", "two"]
+    assert result.rows == [(1, "x")]

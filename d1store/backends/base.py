@@ -29,10 +29,11 @@ class Statement:
 
 @dataclass(slots=True)
 class Result:
-    """Rows returned by one statement and the number of rows it changed."""
+    """Rows returned by one statement, their column names, and the number of rows it changed."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     changes: int = 0
+    columns: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -549,9 +549,12 @@ def _parse_results(payload: Any, expected: int) -> list[Result]:
             raise BackendError(f"D1 returned a malformed statement result: {entry!r:.200}")
         table = entry.get("results") or {}
         rows = (table.get("rows") or []) if isinstance(table, Mapping) else []
+        columns = (table.get("columns") or []) if isinstance(table, Mapping) else []
         meta = entry.get("meta") or {}
         changes = meta.get("changes", 0) if isinstance(meta, Mapping) else 0
-        results.append(Result(rows=[tuple(row) for row in rows], changes=int(changes or 0)))
+        results.append(
+            Result(rows=[tuple(row) for row in rows], changes=int(changes or 0), columns=list(columns))
+        )
     return results
 
 

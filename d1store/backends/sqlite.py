@@ -166,8 +166,10 @@ class SQLiteBackend:
     def _step(connection: sqlite3.Connection, cursor: sqlite3.Cursor, statement: Statement) -> Result:
         before = connection.total_changes
         cursor.execute(statement.sql, statement.params)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        return Result(rows, connection.total_changes - before)
+        if cursor.description is None:
+            return Result([], connection.total_changes - before)
+        columns = [column[0] for column in cursor.description]
+        return Result(cursor.fetchall(), connection.total_changes - before, columns)
 
     def close(self) -> None:
         """Dispose of the engine's connections if this backend created the engine."""

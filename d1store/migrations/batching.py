@@ -158,19 +158,11 @@ class BatchConnection:
 
     def read(self, statement: Statement) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Send one read now and return its column names and rows."""
-        # D1Backend.execute returns rows without column names, which
-        # SQLAlchemy needs for name-based access to result rows. The body
-        # is built and sent by the same methods, so limits and retries match.
-        body = self.backend._encode([statement])
-        with self.backend._counter_lock:
-            self.backend.request_count += 1
         try:
-            payload = self.backend._send(body, 1, write=False)
+            (result,) = self.backend.execute([statement], write=False)
         except BackendError as exc:
             raise d1_dbapi.OperationalError(str(exc)) from exc
-        results = payload["result"][0].get("results") or {}
-        rows = [tuple(row) for row in results.get("rows") or []]
-        return list(results.get("columns") or []), rows
+        return result.columns, result.rows
 
     def hold(self, statement: Statement) -> None:
         """Keep ``statement`` for the batch that :meth:`commit` sends."""

@@ -18,8 +18,10 @@ from d1store.session import Batch, Unit
 from d1store.statements import ENTRY_COLUMNS
 
 __all__ = [
+    "MAX_COUNT",
     "Repository",
     "add_entries",
+    "check_paging",
     "check_row_size",
     "delete_entries",
     "entities",
@@ -66,6 +68,25 @@ def model_of(model: type[ModelT], value: object, what: str) -> ModelT:
         )
         identifier = value.get("id") if isinstance(value, Mapping) else getattr(value, "id", None)
         raise ValidationError(f"invalid {what} {identifier!r}: {problems}") from exc
+
+
+#: Largest row count or offset accepted: D1 sends numbers as JSON doubles,
+#: exact up to 2**53, and SQLite's integers stop at 2**63 - 1.
+MAX_COUNT = 2**53
+
+
+def check_paging(page: int, per_page: int | None) -> None:
+    """Raise :class:`ValidationError` for a negative or out-of-range page or page size."""
+    if not isinstance(page, int) or isinstance(page, bool) or not 0 <= page <= MAX_COUNT:
+        raise ValidationError(f"invalid page {page!r}: pages are numbered from 0 to 2**53")
+    if per_page is not None and (
+        not isinstance(per_page, int) or isinstance(per_page, bool) or not 0 <= per_page <= MAX_COUNT
+    ):
+        raise ValidationError(f"invalid per_page {per_page!r}: use a number from 0 to 2**53, or None for all")
+    if per_page is not None and page * per_page > MAX_COUNT:
+        raise ValidationError(
+            f"invalid page {page!r}: page * per_page is over 2**53 rows; request an earlier page"
+        )
 
 
 def id_of(field: str, value: object) -> str:

@@ -14,8 +14,10 @@ from d1store.encoding import as_utc, check_json, clock, dump_json, format_timest
 from d1store.errors import ValidationError
 from d1store.models import ROLES, Include, Message, Page
 from d1store.repositories._common import (
+    MAX_COUNT,
     Repository,
     add_entries,
+    check_paging,
     check_row_size,
     delete_entries,
     entities,
@@ -26,7 +28,6 @@ from d1store.repositories._common import (
     metadata_of,
     model_of,
 )
-from d1store.repositories.threads import MAX_COUNT, check_paging
 from d1store.session import Batch
 from d1store.statements import MESSAGE_COLUMNS
 

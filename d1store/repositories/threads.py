@@ -12,6 +12,7 @@ from d1store.models import Page, Thread
 from d1store.repositories._common import (
     Repository,
     add_entries,
+    check_paging,
     check_row_size,
     delete_entries,
     entities,
@@ -27,25 +28,6 @@ from d1store.repositories._common import (
 __all__ = ["ThreadRepository"]
 
 OrderBy = Literal["created_at", "updated_at"]
-
-
-#: Largest row count or offset accepted: D1 sends numbers as JSON doubles,
-#: exact up to 2**53, and SQLite's integers stop at 2**63 - 1.
-MAX_COUNT = 2**53
-
-
-def check_paging(page: int, per_page: int | None) -> None:
-    """Raise :class:`ValidationError` for a negative or out-of-range page or page size."""
-    if not isinstance(page, int) or isinstance(page, bool) or not 0 <= page <= MAX_COUNT:
-        raise ValidationError(f"invalid page {page!r}: pages are numbered from 0 to 2**53")
-    if per_page is not None and (
-        not isinstance(per_page, int) or isinstance(per_page, bool) or not 0 <= per_page <= MAX_COUNT
-    ):
-        raise ValidationError(f"invalid per_page {per_page!r}: use a number from 0 to 2**53, or None for all")
-    if per_page is not None and page * per_page > MAX_COUNT:
-        raise ValidationError(
-            f"invalid page {page!r}: page * per_page is over 2**53 rows; request an earlier page"
-        )
 
 
 #: Maximum number of keys in one metadata filter. Each key adds a condition
