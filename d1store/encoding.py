@@ -1,4 +1,4 @@
-"""How values are written to and read from the database.
+"""The storage format of values, shared by every backend.
 
 Both backends store the same text, so that ordering and comparisons in SQL
 behave identically:

@@ -334,7 +334,7 @@ def test_routes_methods_and_auth(d1store_local_d1: LocalD1Server) -> None:
 
 @pytest.fixture
 def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point tempfile at an empty directory, so a test sees what a server leaves there."""
+    """Point tempfile at an empty directory, so a test can list what a server leaves there."""
     directory = tmp_path / "tmp"
     directory.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(directory))

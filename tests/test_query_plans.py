@@ -1,8 +1,8 @@
 """Every statement the repositories send is served by an index.
 
 SQLite's ``EXPLAIN QUERY PLAN`` is read for each distinct statement of a
-workload that calls every repository method; a ``SCAN`` of a store table
-without an index means a full table scan and fails the test.
+workload that calls every repository method. A ``SCAN`` of a store table
+without an index is a full table scan, and fails the test.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ BUSY_RETRIES = 5
 def _use_wal(cursor: sqlite3.Cursor) -> None:
     """Switch the database file to WAL, which it keeps for every later connection.
 
-    Switching needs an exclusive lock, and SQLite may answer "database is
+    Switching needs an exclusive lock, and SQLite may return "database is
     locked" at once, without the busy timeout, when several processes open
     a new file together. So the mode is read first (another process may have
     switched it already) and the switch is retried a few times.
