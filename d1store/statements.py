@@ -356,6 +356,27 @@ class Queries:
 
         return self._get(("touch_threads_of_messages", count), build)
 
+    def touch_thread_to_message(self) -> Compiled:
+        """Raise ``updated_at`` of a message's thread to at least the message's ``created_at``.
+
+        A message moved into a thread may have been created after the time
+        the move was stamped with, for example with a ``created_at`` in the
+        future.
+        """
+        threads, messages = self.tables.threads, self.tables.messages
+
+        def build() -> ClauseElement:
+            moved = messages.alias("moved")
+            created = select(moved.c.created_at).where(moved.c.id == bindparam("id")).scalar_subquery()
+            owner = select(moved.c.thread_id).where(moved.c.id == bindparam("id")).scalar_subquery()
+            return (
+                update(threads)
+                .where(threads.c.id == owner)
+                .values(updated_at=func.max(threads.c.updated_at, created))
+            )
+
+        return self._get(("touch_thread_to_message",), build)
+
     # -- messages ------------------------------------------------------
 
     def message_upsert(self, count: int) -> Compiled:

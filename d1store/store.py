@@ -94,9 +94,22 @@ class D1Store:
         table_prefix: str = "",
         **options: Any,
     ) -> D1Store:
-        """Open a D1 database by its account id, database id and API token."""
-        backend = D1Backend(account_id, database_id, api_token, base_url=base_url, **_d1_options(options))
-        return cls._with_backend(backend, table_prefix, options)
+        """Open a D1 database by its account id, database id and API token.
+
+        ``options`` are the other keyword arguments of :class:`D1Store`.
+        """
+        for name, value in (
+            ("account_id", account_id),
+            ("database_id", database_id),
+            ("api_token", api_token),
+        ):
+            if not isinstance(value, str) or not value:
+                # The value is not shown: it may be the token.
+                raise ValidationError(f"missing {name}: pass a non-empty string")
+        url = sqlalchemy.URL.create(
+            "cloudflare_d1", username=account_id, password=api_token, host=database_id
+        )
+        return cls(url, table_prefix=table_prefix, base_url=base_url, **options)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> D1Store:
@@ -111,18 +124,6 @@ class D1Store:
         env = os.environ if environ is None else environ
         options.setdefault("table_prefix", env.get("D1STORE_TABLE_PREFIX", ""))
         return cls(url_from_env(env), **options)
-
-    @classmethod
-    def _with_backend(cls, backend: Backend, table_prefix: str, options: Mapping[str, Any]) -> D1Store:
-        store = cls.__new__(cls)
-        store.table_prefix = validate_prefix(table_prefix)
-        store.attachments = make_codec(
-            options.get("attachments"),
-            options.get("attachment_threshold", DEFAULT_THRESHOLD),
-            options.get("attachment_mode", "inline"),
-        )
-        store._bind(backend)
-        return store
 
     def _bind(self, backend: Backend) -> None:
         # Reads table_prefix and attachments, so callers set those first.
@@ -229,17 +230,6 @@ def _positive(name: str, value: int) -> int:
     if not isinstance(value, int) or value <= 0:
         raise ValidationError(f"invalid {name} {value!r}: use a positive number of bytes")
     return value
-
-
-def _d1_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    if options.get("max_row_bytes") is not None:
-        result["limits"] = Limits(max_row_bytes=_positive("max_row_bytes", options["max_row_bytes"]))
-    if options.get("retry") is not None:
-        result["retry"] = options["retry"]
-    if options.get("timeout") is not None:
-        result["timeout"] = options["timeout"]
-    return result
 
 
 def _make_backend(

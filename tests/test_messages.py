@@ -307,3 +307,12 @@ def test_save_repeated_id_last_wins(thread_store: D1Store) -> None:
     assert stored is not None
     assert stored.content == "second"
     assert stored.metadata == {"y": 2}
+
+
+def test_move_of_future_message_bumps_thread(thread_store: D1Store) -> None:
+    future = datetime(2100, 1, 1, tzinfo=UTC)
+    thread_store.messages.save([msg("later", "t1", created_at=future)])
+    thread_store.messages.update("later", thread_id="t2")
+    thread = thread_store.threads.get("t2")
+    assert thread is not None
+    assert thread.updated_at >= future

@@ -152,3 +152,25 @@ def test_token_hidden_in_repr_and_errors() -> None:
 def test_unsupported_url_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="unsupported database URL"):
         D1Store("mysql://localhost/db")
+
+
+def test_from_cloudflare_reaches_server(d1store_local_d1: object) -> None:
+    server = d1store_local_d1
+    with D1Store.from_cloudflare(
+        account_id=server.account_id,  # type: ignore[attr-defined]
+        database_id=server.database_id,  # type: ignore[attr-defined]
+        api_token="tok-SECRET-fc",
+        base_url=server.base_url,  # type: ignore[attr-defined]
+        table_prefix="fromcf_",
+        timeout=10,
+    ) as store:
+        store.init()
+        store.threads.save(Thread(id="t1", resource_id="r1"))
+        assert store.threads.get("t1") is not None
+        assert store.request_count == 3
+        assert "tok-SECRET-fc" not in repr(store)
+
+
+def test_from_cloudflare_rejects_missing_token() -> None:
+    with pytest.raises(ValidationError, match="missing api_token"):
+        D1Store.from_cloudflare(account_id="acc", database_id="db", api_token="")

@@ -352,6 +352,7 @@ class MessageRepository(Repository):
             batch.limit_row_size("message", message_id)
             if "thread_id" in values:
                 self._touch_owners(batch, [message_id], stamp)
+                batch.add(self._queries.touch_thread_to_message().bind({"id": message_id}))
         merge_entries(batch, self._max_row_bytes, "message", message_id, changes)
         if plan is not None:
             plan.upload()
