@@ -64,11 +64,11 @@ class RowTooLargeError(ValidationError):
 class RequestTooLargeError(ValidationError):
     """A single call or session whose writes do not fit one D1 request."""
 
-    def __init__(self, size: int, limit: int, what: str = "request body") -> None:
+    def __init__(self, size: int, limit: int, measured: str = "request body") -> None:
         self.size = size
         self.limit = limit
         super().__init__(
-            f"{what} is {size:,}, over the limit of {limit:,} for one atomic request; "
+            f"{measured} is {size:,}, over the limit of {limit:,} for one atomic request; "
             "split the work into several calls or sessions"
         )
 

@@ -251,9 +251,9 @@ def test_get_many_order_and_unknown(thread_store: D1Store) -> None:
 
 def test_get_many_and_delete_thousands(thread_store: D1Store) -> None:
     thread_store.messages.save(timed(250))
-    wanted = [f"m{index:03d}" for index in range(250)] + [f"ghost{index}" for index in range(1000)]
-    assert len(thread_store.messages.get_many(wanted)) == 250
-    assert thread_store.messages.delete(wanted) == 250
+    requested = [f"m{index:03d}" for index in range(250)] + [f"ghost{index}" for index in range(1000)]
+    assert len(thread_store.messages.get_many(requested)) == 250
+    assert thread_store.messages.delete(requested) == 250
     assert thread_store.messages.list("t1").total == 0
 
 

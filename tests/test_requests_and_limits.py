@@ -96,10 +96,10 @@ def test_thousand_ids_split_statements(store: D1Store) -> None:
     store.messages.save(
         [Message(id=f"k{index}", thread_id="t2", role="user", content="x") for index in range(300)]
     )
-    wanted = [f"k{index}" for index in range(300)] + [f"none{index}" for index in range(700)]
+    requested = [f"k{index}" for index in range(300)] + [f"none{index}" for index in range(700)]
     before = store.request_count
-    assert len(store.messages.get_many(wanted)) == 300
-    assert store.messages.delete(wanted[:150]) == 150
+    assert len(store.messages.get_many(requested)) == 300
+    assert store.messages.delete(requested[:150]) == 150
     assert store.request_count - before == 2
     assert store.messages.list("t2").total == 150
 

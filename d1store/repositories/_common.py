@@ -51,14 +51,14 @@ class Repository:
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def model_of(model: type[ModelT], value: object, what: str) -> ModelT:
+def model_of(model: type[ModelT], value: object, record_name: str) -> ModelT:
     """Return ``value`` validated as ``model``, or raise :class:`ValidationError`.
 
     The message names the record by its id and lists each invalid field.
     """
     if not isinstance(value, (model, Mapping)):
         raise ValidationError(
-            f"invalid {what} {value!r:.80}: pass a {model.__name__} or a mapping of its fields"
+            f"invalid {record_name} {value!r:.80}: pass a {model.__name__} or a mapping of its fields"
         )
     try:
         return model.model_validate(value.model_dump() if isinstance(value, BaseModel) else value)
@@ -67,7 +67,7 @@ def model_of(model: type[ModelT], value: object, what: str) -> ModelT:
             f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
         )
         identifier = value.get("id") if isinstance(value, Mapping) else getattr(value, "id", None)
-        raise ValidationError(f"invalid {what} {identifier!r}: {problems}") from exc
+        raise ValidationError(f"invalid {record_name} {identifier!r}: {problems}") from exc
 
 
 #: Largest row count or offset accepted: D1 sends numbers as JSON doubles,
@@ -193,7 +193,7 @@ _MESSAGE_FIELDS = frozenset(Message.model_fields)
 
 def _content_from_json(text: str) -> Any:
     # A JSON string with no backslash, no inner quote and only printable
-    # characters is its own text between the quotes; short chat lines take
+    # characters is its own text between the quotes. Short chat lines take
     # this path and skip the JSON parser.
     if text[:1] == '"' and text.find('"', 1) == len(text) - 1 and "\\" not in text and text.isprintable():
         return text[1:-1]
@@ -251,8 +251,8 @@ def merge_entries(
     """Set the keys of ``values`` and remove the keys whose value is ``None``."""
     queries = batch.unit.queries
     removed = [key for key, value in values.items() if value is None]
-    kept = {key: value for key, value in values.items() if value is not None}
-    add_entries(batch, entry_rows(limit, entity_type, entity_id, kept))
+    updates = {key: value for key, value in values.items() if value is not None}
+    add_entries(batch, entry_rows(limit, entity_type, entity_id, updates))
     size = queries.chunk_size(1) - 2
     for start in range(0, len(removed), size):
         chunk = removed[start : start + size]
