@@ -288,12 +288,12 @@ def _parse_url(target: str | sqlalchemy.URL) -> sqlalchemy.URL:
         # token, so only its scheme is shown, and only when it has one: a
         # token pasted in place of the URL has no "://".
         if not isinstance(target, str):
-            shown = f"type {type(target).__name__}"
+            url_hint = f"type {type(target).__name__}"
         elif "://" in target:
-            shown = f"scheme {target.split('://', 1)[0]!r}"
+            url_hint = f"scheme {target.split('://', 1)[0]!r}"
         else:
-            shown = "no scheme://"
+            url_hint = "no scheme://"
         raise ValidationError(
-            f"invalid database URL ({shown}): use sqlite:///PATH or "
+            f"invalid database URL ({url_hint}): use sqlite:///PATH or "
             "cloudflare_d1://ACCOUNT_ID:API_TOKEN@DATABASE_ID"
         ) from None

@@ -348,7 +348,7 @@ def test_cli_commands_hide_token(
     prefix = unique_prefix(request)
     good = d1_url(d1store_local_d1.base_url)
     unreachable = d1_url(f"http://127.0.0.1:{closed_port()}/x", max_attempts="1")
-    refused = d1_url(proxy.base_url, max_attempts="1")
+    rejecting_url = d1_url(proxy.base_url, max_attempts="1")
     failures = []
     for arguments in cli_runs(good, prefix, tmp_path):
         result = invoke(arguments, good, prefix, debug)
@@ -358,7 +358,7 @@ def test_cli_commands_hide_token(
         for label, url, bad_prefix in (
             ("unreachable", unreachable, prefix),
             ("missing schema", good, prefix + "none_"),
-            ("401", refused, prefix),
+            ("401", rejecting_url, prefix),
         ):
             proxy.enqueue(*[status(401)] * 20)
             bad = [url if item == good else item for item in arguments]

@@ -54,18 +54,18 @@ def _fill_messages(line: ParsedLine, stored: Mapping[str, datetime]) -> None:
 
 def _fill_thread(store: D1Store, line: ParsedLine) -> None:
     thread = line.thread
-    given = thread.model_fields_set
-    if "created_at" in given and "updated_at" in given:
+    explicit = thread.model_fields_set
+    if "created_at" in explicit and "updated_at" in explicit:
         return
     stamps = [message.created_at for message in line.messages]
     if not stamps:
         existing = store.threads.get(thread.id)
         stamps = [existing.created_at, existing.updated_at] if existing is not None else clock.next(1)
     update: dict[str, datetime] = {}
-    created = thread.created_at if "created_at" in given else min(stamps)
-    if "created_at" not in given:
+    created = thread.created_at if "created_at" in explicit else min(stamps)
+    if "created_at" not in explicit:
         update["created_at"] = created
-    if "updated_at" not in given:
+    if "updated_at" not in explicit:
         update["updated_at"] = max([created, *stamps])
     line.thread = thread.model_copy(update=update)
 

@@ -86,17 +86,20 @@ def db() -> None:
     """
 
 
+def _report(verb: str, nothing: str, revisions: list[str], url: str | None, table_prefix: str | None) -> None:
+    """Print the revisions a command applied or undid, and where the database is now."""
+    heads = _revisions(_run(lambda: api.current(url, table_prefix=table_prefix)))
+    done = f"{verb} {', '.join(revisions)}" if revisions else nothing
+    click.echo(f"{done}; database at {heads}")
+
+
 @db.command()
 @click.argument("revision", default="head")
 @_database_options
 def upgrade(revision: str, url: str | None, table_prefix: str | None) -> None:
     """Apply the revisions up to REVISION (default: head)."""
     applied = _run(lambda: api.upgrade(url, revision, table_prefix=table_prefix))
-    heads = _run(lambda: api.current(url, table_prefix=table_prefix))
-    if applied:
-        click.echo(f"applied {', '.join(applied)}; database at {_revisions(heads)}")
-    else:
-        click.echo(f"nothing to apply; database at {_revisions(heads)}")
+    _report("applied", "nothing to apply", applied, url, table_prefix)
 
 
 @db.command()
@@ -105,11 +108,7 @@ def upgrade(revision: str, url: str | None, table_prefix: str | None) -> None:
 def downgrade(revision: str, url: str | None, table_prefix: str | None) -> None:
     """Undo the revisions above REVISION; 'base' removes every table of the prefix."""
     undone = _run(lambda: api.downgrade(url, revision, table_prefix=table_prefix))
-    heads = _run(lambda: api.current(url, table_prefix=table_prefix))
-    if undone:
-        click.echo(f"undid {', '.join(undone)}; database at {_revisions(heads)}")
-    else:
-        click.echo(f"nothing to undo; database at {_revisions(heads)}")
+    _report("undid", "nothing to undo", undone, url, table_prefix)
 
 
 @db.command()

@@ -368,8 +368,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             connection.close()
         with owner._lock:
             owner.forwarded_count += 1
-        kept = [(name, value) for name, value in response.getheaders() if name.lower() not in _HOP_BY_HOP]
-        return response.status, kept, content
+        response_headers = [
+            (name, value) for name, value in response.getheaders() if name.lower() not in _HOP_BY_HOP
+        ]
+        return response.status, response_headers, content
 
     def _send(self, code: int, headers: list[tuple[str, str]], content: bytes) -> None:
         self.send_response(code)
